@@ -1,0 +1,78 @@
+"""Every error the wallet answers with: code, HTTP status and meaning. One table, used everywhere.
+
+The README's error table is generated from (and tested against) this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    """One error: its wire code, its HTTP status, and what it means for the caller."""
+
+    code: str
+    status: int
+    meaning: str
+
+
+_TABLE = (
+    # 400: the request itself is wrong; nothing was written and nothing will be.
+    ErrorCode("malformed_json", 400, "The body is not a JSON object."),
+    ErrorCode("invalid_field", 400, "A field is missing, has the wrong type, or is unexpected."),
+    ErrorCode(
+        "invalid_amount", 400, "Amount is not a positive decimal string the currency allows."
+    ),
+    ErrorCode("amount_too_large", 400, "Amount is absurdly large."),
+    ErrorCode("unknown_currency", 400, "The currency code is not supported."),
+    ErrorCode("currency_mismatch", 400, "The currency is not the balance's currency."),
+    ErrorCode("body_too_large", 400, "The request body exceeds the size limit."),
+    ErrorCode(
+        "invalid_id", 400, "A customer, balance or request id is empty, too long or not text."
+    ),
+    # 402: a debit the balance cannot cover. Stored: the same request_id answers 402 forever.
+    ErrorCode("insufficient_funds", 402, "The balance's available amount is below the debit."),
+    # 403: authentication and network policy. Never stored.
+    ErrorCode("missing_token", 403, "No Authorization: Bearer token."),
+    ErrorCode(
+        "invalid_token", 403, "The token is malformed, badly signed or uses another algorithm."
+    ),
+    ErrorCode("token_expired", 403, "The token's exp is in the past."),
+    ErrorCode("token_not_yet_valid", 403, "The token's iat is in the future."),
+    ErrorCode("token_lifetime_too_long", 403, "exp - iat is more than 600 seconds."),
+    ErrorCode("invalid_issuer", 403, "iss is not the expected issuer."),
+    ErrorCode("invalid_audience", 403, "aud is not this deployment's environment."),
+    ErrorCode("ip_not_allowed", 403, "The caller's IP address is not in the allowlist."),
+    # 404: stored, so a request that once saw 404 keeps seeing it.
+    ErrorCode("customer_not_found", 404, "No such customer."),
+    ErrorCode("balance_not_found", 404, "No such balance for this customer."),
+    ErrorCode("route_not_found", 404, "No such endpoint."),
+    ErrorCode("method_not_allowed", 405, "The endpoint does not take this method."),
+    # 409: conflicts.
+    ErrorCode("request_id_reused", 409, "The request_id was used before with a different body."),
+    ErrorCode("customer_exists", 409, "A customer with this id exists already."),
+    ErrorCode("balance_exists", 409, "The customer has a balance with this id already."),
+    ErrorCode("balance_not_empty", 409, "The operation needs an empty balance."),
+    # 451: the customer is blocked. Stored like any outcome.
+    ErrorCode("customer_blocked", 451, "The customer is blocked."),
+    # 5xx: our side. The command may still be applied (once); retry with the same request_id.
+    ErrorCode("internal_error", 500, "Unexpected server error; retry with the same request_id."),
+    ErrorCode("ledger_timeout", 503, "The ledger did not answer in time; retry the same request."),
+    ErrorCode("unavailable", 503, "A dependency is unavailable; retry the same request later."),
+)
+
+ERRORS: dict[str, ErrorCode] = {e.code: e for e in _TABLE}
+
+
+def error_body(code: str, message: str | None = None) -> bytes:
+    """The JSON error body ``{"error": code, "message": text}`` for a known ``code``."""
+    err = ERRORS[code]
+    return orjson.dumps({"error": err.code, "message": message or err.meaning})
+
+
+def status_of(code: str) -> int:
+    """The HTTP status for an error code."""
+    return ERRORS[code].status

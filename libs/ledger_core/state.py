@@ -1,0 +1,69 @@
+"""The ledger writer's in-memory picture of one partition: customers, balances, system accounts.
+
+It is loaded from Postgres when a writer is assigned a partition and changed only by
+:func:`ledger_core.decide.apply`, after :func:`ledger_core.decide.decide` has said what to do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+import orjson
+
+SystemKind = Literal["trading", "settlement"]
+SYSTEM_KINDS: tuple[SystemKind, ...] = ("trading", "settlement")
+
+# Namespace for the ledger's deterministic ids (uuid5): replaying the same commands yields the
+# same account, entry and event ids, which is what makes a republish harmless downstream.
+LEDGER_NAMESPACE = uuid.UUID("6f1d6c43-3b0e-4c55-9a55-0d5c1c1e6a01")
+
+
+def stable_id(*parts: object) -> uuid.UUID:
+    """A deterministic UUID for a tuple of parts (JSON-encoded, so no separator can collide)."""
+    return uuid.uuid5(LEDGER_NAMESPACE, orjson.dumps(parts).decode())
+
+
+def balance_account_id(customer_id: str, balance_id: str) -> uuid.UUID:
+    return stable_id("balance", customer_id, balance_id)
+
+
+def system_account_id(kind: str, currency: str, partition: int) -> uuid.UUID:
+    """System accounts are sharded: one per (kind, currency, partition), so writers never share a
+    row. A currency's trading position is the sum of its shards."""
+    return stable_id("system", kind, currency, partition)
+
+
+@dataclass(slots=True)
+class Account:
+    """An account's current state: the last posting's sequence number and balance-after."""
+
+    account_id: uuid.UUID
+    currency: str
+    balance: int = 0
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class Customer:
+    blocked: bool = False
+    balances: dict[str, Account] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """Everything the writer of ``partition`` needs to decide a command without I/O."""
+
+    partition: int
+    customers: dict[str, Customer] = field(default_factory=dict)
+    system: dict[tuple[str, str], Account] = field(default_factory=dict)
+
+    def system_account(self, kind: str, currency: str) -> Account:
+        """The partition's shard of a system account (created on first use, balance zero)."""
+        key = (kind, currency)
+        account = self.system.get(key)
+        if account is None:
+            account = Account(system_account_id(kind, currency, self.partition), currency)
+            self.system[key] = account
+        return account

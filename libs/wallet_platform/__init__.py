@@ -1,0 +1,1 @@
+"""Shared plumbing for every service: settings, logging, Kafka, Postgres, migrations, health."""

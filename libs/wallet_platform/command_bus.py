@@ -1,0 +1,110 @@
+"""Sending a command to the ledger and waiting for its outcome (request-reply over Kafka).
+
+The sender publishes the command on ``ledger.commands`` (keyed by customer) with a fresh
+``command_id`` and the partition of ``ledger.replies`` it reads; the ledger answers there after its
+transaction committed. Each sender process reads only its own reply partition, so adding edges does
+not make every edge read every reply. A reply that never comes (the ledger is slow or a reply was
+lost) ends in :class:`OutcomeTimeout`; the command is still applied exactly once, and a retry with
+the same request_id gets the stored outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ledger_core.commands import Command, Envelope, encode
+
+log = structlog.get_logger()
+
+
+class OutcomeTimeout(Exception):
+    """The ledger did not answer in time (the command may still be applied, once)."""
+
+
+class CommandBus:
+    """Publishes commands and matches the ledger's replies to the waiting callers."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        replies: AIOKafkaConsumer,
+        *,
+        commands_topic: str,
+        replies_topic: str,
+        reply_partition: int,
+    ) -> None:
+        self._producer = producer
+        self._replies = replies
+        self._commands_topic = commands_topic
+        self._tp = TopicPartition(replies_topic, reply_partition)
+        self._pending: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start reading replies from the end of our partition (earlier replies are not ours)."""
+        self._replies.assign([self._tp])
+        await self._replies.seek_to_end(self._tp)
+        await self._replies.position(self._tp)
+        self._task = asyncio.create_task(self._read_replies())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(OutcomeTimeout("shutting down"))
+        self._pending.clear()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def submit(self, cmd: Command, wait_seconds: float) -> tuple[int, bytes]:
+        """Publish ``cmd`` and wait up to ``wait_seconds`` for its (status, body)."""
+        command_id = uuid.uuid4().hex
+        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self._pending[command_id] = future
+        try:
+            delivery = await self._producer.send(
+                self._commands_topic,
+                encode(cmd, Envelope(command_id, self._tp.partition)),
+                key=cmd.customer_id.encode(),
+            )
+            delivery.add_done_callback(lambda d: self._delivery_failed(d, future))
+            return await asyncio.wait_for(future, wait_seconds)
+        except TimeoutError:
+            raise OutcomeTimeout(f"no outcome within {wait_seconds:.1f}s") from None
+        finally:
+            self._pending.pop(command_id, None)
+
+    @staticmethod
+    def _delivery_failed(
+        delivery: asyncio.Future[object], waiting: asyncio.Future[tuple[int, bytes]]
+    ) -> None:
+        if not delivery.cancelled() and delivery.exception() is not None and not waiting.done():
+            waiting.set_exception(delivery.exception())  # type: ignore[arg-type]
+
+    async def _read_replies(self) -> None:
+        while True:
+            try:
+                batches = await self._replies.getmany(timeout_ms=1000, max_records=5000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep reading: a hiccup must not strand every waiter
+                log.warning("reply_read_failed", error=repr(exc))
+                await asyncio.sleep(0.2)
+                continue
+            for messages in batches.values():
+                for msg in messages:
+                    headers = dict(msg.headers)
+                    command_id = headers.get("command_id", b"").decode()
+                    future = self._pending.get(command_id)
+                    if future is not None and not future.done():
+                        future.set_result((int(headers.get("status", b"500")), msg.value))

@@ -1,0 +1,89 @@
+"""The one settings loader shared by every service.
+
+Settings come from environment variables prefixed ``WALLET_`` (for example ``WALLET_PG_DSN``) and,
+optionally, from a dotenv-style file named by ``WALLET_ENV_FILE``; the environment wins over the
+file. Each service declares what it needs as a subclass of :class:`CommonSettings` and loads it
+with :func:`load_settings`, which validates everything up front and fails with one clear message
+naming each missing or bad setting.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "WALLET_"
+
+
+class CommonSettings(BaseSettings):
+    """Settings every service reads."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    pg_dsn: str = Field(
+        default="postgresql://wallet@127.0.0.1:55432/wallet",
+        description="Postgres connection string of the ledger database.",
+    )
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:59092", description="Kafka bootstrap servers, comma separated."
+    )
+    topic_prefix: str = Field(
+        default="", description="Namespace prefix for every topic (tests use one per run)."
+    )
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
+
+
+class ConfigError(SystemExit):
+    """Raised (as a clean process exit) when settings are missing or invalid."""
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "_".join(str(part) for part in loc).upper()
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Load and validate ``cls`` from the environment (and ``WALLET_ENV_FILE`` if set).
+
+    Raises :class:`ConfigError` with a message that names every bad or missing variable.
+    """
+    env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
+    if env_file and not os.path.isfile(env_file):
+        raise ConfigError(f"configuration error: {ENV_PREFIX}ENV_FILE={env_file!r} does not exist")
+    try:
+        return cls(_env_file=env_file, **overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            value = err.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"  {_env_name(err['loc'])}: {err['msg']}{shown}")
+        raise ConfigError("configuration error:\n" + "\n".join(lines)) from None
+
+
+def read_secret(path: str | None, inline: str | None, what: str) -> bytes:
+    """A secret from a file path (preferred) or from an inline environment value."""
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise ConfigError(
+                f"configuration error: cannot read {what} at {path!r}: {exc}"
+            ) from None
+    if inline:
+        return inline.encode()
+    raise ConfigError(f"configuration error: {what} is required (set a file path or a value)")
+
+
+def die(message: str) -> None:
+    """Print a start-up failure and exit non-zero (used for checks outside settings)."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)

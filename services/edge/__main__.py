@@ -1,0 +1,29 @@
+"""Run the edge: ``python -m edge``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from edge.app import build_app
+from edge.settings import EdgeSettings
+from wallet_platform.config import load_settings
+from wallet_platform.logging import setup_logging
+from wallet_platform.service import install_uvloop, serve_until_signalled
+
+
+async def run(settings: EdgeSettings) -> None:
+    setup_logging("edge", settings.log_level)
+    app = build_app(settings)
+    await serve_until_signalled(
+        app, settings.host, settings.edge_port, reuse_port=settings.edge_reuse_port
+    )
+
+
+def main() -> None:
+    settings = load_settings(EdgeSettings)
+    install_uvloop()
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

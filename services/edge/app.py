@@ -1,0 +1,142 @@
+"""The edge's HTTP application: routes, middlewares and the resources they share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import aiohttp
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from edge.settings import EdgeSettings
+from ledger_core.requests import RequestError, check_id, parse_callback
+from wallet_platform import topics
+from wallet_platform.callback_auth import IpPolicy
+from wallet_platform.command_bus import CommandBus, OutcomeTimeout
+from wallet_platform.health import kafka_check
+from wallet_platform.http import (
+    callback_auth_middleware,
+    cidrs,
+    json_error,
+    json_errors_middleware,
+)
+from wallet_platform.kafka import make_consumer, make_producer
+from wallet_platform.service import READINESS, ReadinessCheck, add_operational_routes
+
+BUS = web.AppKey("bus", CommandBus)
+SETTINGS = web.AppKey("settings", EdgeSettings)
+PROJECTION = web.AppKey("projection", aiohttp.ClientSession)
+IPS = web.AppKey("ips", IpPolicy)
+
+_JSON = "application/json"
+
+
+async def _money(request: web.Request, kind: Literal["debit", "credit"]) -> web.Response:
+    settings = request.app[SETTINGS]
+    body = await request.read()
+    try:
+        cmd = parse_callback(
+            kind, request.match_info["customer_id"], request.match_info["balance_id"], body
+        )
+    except RequestError as exc:
+        return json_error(exc.code, exc.message)
+    try:
+        status, payload = await request.app[BUS].submit(
+            cmd, settings.edge_outcome_timeout_ms / 1000
+        )
+    except OutcomeTimeout:
+        return json_error("ledger_timeout")
+    except KafkaError as exc:
+        return json_error("unavailable", f"the command could not be queued: {type(exc).__name__}")
+    return web.Response(status=status, body=payload, content_type=_JSON)
+
+
+async def debit(request: web.Request) -> web.Response:
+    return await _money(request, "debit")
+
+
+async def credit(request: web.Request) -> web.Response:
+    return await _money(request, "credit")
+
+
+async def get_balance(request: web.Request) -> web.Response:
+    """Forward to the projection, which answers from its read model."""
+    try:
+        check_id(request.match_info["customer_id"], "customer_id")
+        check_id(request.match_info["balance_id"], "balance_id")
+    except RequestError as exc:
+        return json_error(exc.code, exc.message)
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    client_ip = request.app[IPS].client_ip(
+        peer[0] if peer else "", request.headers.get("X-Forwarded-For")
+    )
+    headers = {"X-Forwarded-For": client_ip}
+    if "Authorization" in request.headers:
+        headers["Authorization"] = request.headers["Authorization"]
+    try:
+        async with request.app[PROJECTION].get(request.rel_url.path, headers=headers) as resp:
+            payload = await resp.read()
+            return web.Response(status=resp.status, body=payload, content_type=_JSON)
+    except (aiohttp.ClientError, TimeoutError):
+        return json_error("unavailable", "the balance read model is unavailable")
+
+
+def build_app(settings: EdgeSettings) -> web.Application:
+    verifier = settings.verifier()
+    ips = IpPolicy(cidrs(settings.allowed_ips), cidrs(settings.edge_trusted_proxies))
+    app = web.Application(
+        client_max_size=settings.edge_max_body_bytes,
+        middlewares=[json_errors_middleware, callback_auth_middleware(verifier, ips)],
+    )
+    app[SETTINGS] = settings
+    app[IPS] = ips
+    add_operational_routes(app)
+    base = "/v1/customers/{customer_id}/balances/{balance_id}"
+    app.router.add_post(base + "/debit", debit)
+    app.router.add_post(base + "/credit", credit)
+    app.router.add_get(base, get_balance)
+    app.cleanup_ctx.append(_resources)
+    return app
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    """Kafka producer, reply consumer and projection client: opened before the first request,
+    closed after the last one finished (aiohttp runs cleanup after in-flight handlers)."""
+    settings = app[SETTINGS]
+    producer = make_producer(
+        settings.kafka_bootstrap, "edge", linger_ms=settings.edge_producer_linger_ms
+    )
+    replies = make_consumer(settings.kafka_bootstrap, f"edge-{settings.edge_reply_partition}")
+    await producer.start()
+    await replies.start()
+    bus = CommandBus(
+        producer,
+        replies,
+        commands_topic=topics.topic_name(topics.COMMANDS, settings.topic_prefix),
+        replies_topic=topics.topic_name(topics.REPLIES, settings.topic_prefix),
+        reply_partition=settings.edge_reply_partition,
+    )
+    await bus.start()
+    app[BUS] = bus
+    session = aiohttp.ClientSession(
+        settings.projection_url,
+        timeout=aiohttp.ClientTimeout(total=2.0),
+        connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+    )
+    app[PROJECTION] = session
+    app[READINESS].append(kafka_check(producer))
+    app[READINESS].append(_projection_check(session))
+    yield
+    await bus.stop()
+    await replies.stop()
+    await producer.stop()
+    await session.close()
+
+
+def _projection_check(session: aiohttp.ClientSession) -> ReadinessCheck:
+    async def projection() -> dict[str, bool]:
+        async with session.get("/ready") as resp:
+            return {"projection": resp.status == 200}
+
+    return projection

@@ -1,0 +1,107 @@
+"""Run the ledger writer: ``python -m ledger``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+
+from ledger import store
+from ledger.settings import LedgerSettings
+from ledger.writer import Topics, Writer
+from wallet_platform import topics
+from wallet_platform.config import load_settings
+from wallet_platform.health import kafka_check, postgres_check
+from wallet_platform.kafka import make_consumer, make_producer
+from wallet_platform.logging import setup_logging
+from wallet_platform.schema import SchemaError, check_schema
+from wallet_platform.service import (
+    READINESS,
+    add_operational_routes,
+    install_uvloop,
+    serve_until_signalled,
+)
+
+
+async def run(settings: LedgerSettings) -> None:
+    log = setup_logging("ledger", settings.log_level)
+    conn = await asyncpg.connect(settings.pg_dsn)
+    try:
+        await check_schema(conn)
+    except SchemaError as exc:
+        log.error("schema_not_ready", error=str(exc))
+        await conn.close()
+        raise SystemExit(2) from None
+    await store.ensure_currencies(conn)
+    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=2)
+    names = Topics(
+        commands=topics.topic_name(topics.COMMANDS, settings.topic_prefix),
+        events=topics.topic_name(topics.EVENTS, settings.topic_prefix),
+        replies=topics.topic_name(topics.REPLIES, settings.topic_prefix),
+        dead_letter=topics.topic_name(topics.DEAD_LETTER, settings.topic_prefix),
+    )
+    producer = make_producer(settings.kafka_bootstrap, "ledger")
+    consumer = make_consumer(
+        settings.kafka_bootstrap,
+        "ledger",
+        group_id=settings.topic_prefix + settings.ledger_group,
+        max_poll_records=settings.ledger_max_batch,
+    )
+    await producer.start()
+    writer = Writer(
+        conn,
+        consumer,
+        producer,
+        names,
+        max_batch=settings.ledger_max_batch,
+        outcome_cache=settings.ledger_outcome_cache,
+    )
+    consumer.subscribe([names.commands], listener=writer)
+    await consumer.start()
+
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(writer.run(stop))
+
+    async def shutdown() -> None:
+        # Finish the batch in flight (it commits or rolls back as a whole), then let go.
+        stop.set()
+        try:
+            await loop_task
+        except Exception:
+            log.exception("writer_loop_failed")
+        await writer.close()
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+        await conn.close()
+
+    stop_serving = asyncio.Event()
+
+    def loop_died(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # A writer that can not write must not look alive: exit non-zero and let the
+            # supervisor restart it. What it applied is durable; the rest is still in Kafka.
+            log.error("writer_loop_crashed", error=repr(task.exception()))
+            stop_serving.set()
+
+    loop_task.add_done_callback(loop_died)
+
+    app = web.Application()
+    add_operational_routes(app)
+    app[READINESS].extend([postgres_check(pool), kafka_check(producer)])
+    await serve_until_signalled(
+        app, settings.host, settings.ledger_port, on_stop=shutdown, stop=stop_serving
+    )
+    if loop_task.done() and not loop_task.cancelled() and loop_task.exception() is not None:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    settings = load_settings(LedgerSettings)
+    install_uvloop()
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

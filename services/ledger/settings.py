@@ -1,0 +1,22 @@
+"""Settings of the ledger service (environment prefix ``WALLET_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from wallet_platform.config import CommonSettings
+
+
+class LedgerSettings(CommonSettings):
+    ledger_port: int = Field(
+        default=18082, ge=1, le=65535, description="Port of /health, /ready, /metrics."
+    )
+    ledger_group: str = Field(default="ledger-writer", description="Consumer group of the writers.")
+    ledger_max_batch: int = Field(
+        default=2000, ge=1, le=50_000, description="Most commands applied in one transaction."
+    )
+    ledger_outcome_cache: int = Field(
+        default=200_000,
+        ge=0,
+        description="Recent outcomes kept in memory per writer, for fast retries.",
+    )

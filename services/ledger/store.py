@@ -1,0 +1,202 @@
+"""The ledger's Postgres side: load a partition, look up stored outcomes, apply a batch.
+
+Moves bytes and holds transactions; decides nothing (that is ``ledger_core.decide``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from ledger_core.currencies import EXPONENTS
+from ledger_core.decide import StoredOutcome
+from ledger_core.state import SYSTEM_KINDS, Account, Customer, PartitionState, system_account_id
+
+FENCED = "LF001"
+
+
+class Fenced(RuntimeError):
+    """Another writer took a partition over: this writer's batch did not land."""
+
+
+@dataclass(slots=True)
+class PartitionCursor:
+    """Where a partition stands in Postgres, as this writer last saw it."""
+
+    partition: int
+    epoch: int
+    next_offset: int
+    outbox_seq: int
+    published_seq: int
+
+
+async def ensure_currencies(conn: asyncpg.Connection) -> None:
+    """Load the currency table from ``ledger_core``; refuse if a stored exponent differs."""
+    codes = sorted(EXPONENTS)
+    await conn.execute(
+        """INSERT INTO currencies (code, exponent) SELECT * FROM unnest($1::text[], $2::int[])
+           ON CONFLICT (code) DO NOTHING""",
+        codes,
+        [EXPONENTS[c] for c in codes],
+    )
+    rows = await conn.fetch("SELECT code, exponent FROM currencies")
+    wrong = [r["code"] for r in rows if EXPONENTS.get(r["code"], r["exponent"]) != r["exponent"]]
+    if wrong:
+        raise RuntimeError(f"stored currency exponents differ from the code for {wrong}")
+
+
+async def take_over(conn: asyncpg.Connection, partition: int) -> PartitionCursor:
+    """Become the writer of ``partition``: bump its epoch (fencing any previous writer) and
+    make sure its system-account shards exist."""
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO ledger_partitions (partition) VALUES ($1) ON CONFLICT DO NOTHING",
+            partition,
+        )
+        row = await conn.fetchrow(
+            """UPDATE ledger_partitions SET epoch = epoch + 1 WHERE partition = $1
+               RETURNING epoch, next_offset, outbox_seq, published_seq""",
+            partition,
+        )
+        codes = sorted(EXPONENTS)
+        ids, kinds, currencies = [], [], []
+        for kind in SYSTEM_KINDS:
+            for code in codes:
+                ids.append(system_account_id(kind, code, partition))
+                kinds.append(kind)
+                currencies.append(code)
+        await conn.execute(
+            """INSERT INTO accounts (account_id, partition, kind, currency)
+               SELECT x.id, $1, x.kind, x.cur FROM unnest($2::uuid[], $3::text[], $4::text[])
+                   AS x(id, kind, cur)
+               ON CONFLICT DO NOTHING""",
+            partition,
+            ids,
+            kinds,
+            currencies,
+        )
+    assert row is not None
+    return PartitionCursor(
+        partition, row["epoch"], row["next_offset"], row["outbox_seq"], row["published_seq"]
+    )
+
+
+async def load_partition(conn: asyncpg.Connection, partition: int) -> PartitionState:
+    """Read a partition's customers and accounts, each account at its last posting."""
+    state = PartitionState(partition)
+    for row in await conn.fetch(
+        "SELECT customer_id, blocked FROM customers WHERE partition = $1", partition
+    ):
+        state.customers[row["customer_id"]] = Customer(blocked=row["blocked"])
+    rows = await conn.fetch(
+        """SELECT a.account_id, a.kind, a.customer_id, a.balance_id, a.currency,
+                  coalesce(p.seq, 0) AS seq, coalesce(p.balance_after, 0) AS balance
+             FROM accounts a
+             LEFT JOIN LATERAL (SELECT seq, balance_after FROM postings
+                                 WHERE account_id = a.account_id
+                                 ORDER BY seq DESC LIMIT 1) p ON true
+            WHERE a.partition = $1""",
+        partition,
+    )
+    for row in rows:
+        account = Account(row["account_id"], row["currency"], int(row["balance"]), row["seq"])
+        if row["kind"] == "customer":
+            state.customers[row["customer_id"]].balances[row["balance_id"]] = account
+        else:
+            state.system[(row["kind"], row["currency"])] = account
+    return state
+
+
+async def unpublished_facts(
+    conn: asyncpg.Connection, partition: int, after_seq: int
+) -> list[asyncpg.Record]:
+    """Outbox rows committed but not known to be on ledger.events (after a crash)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT seq, key, payload FROM outbox WHERE partition = $1 AND seq > $2 ORDER BY seq",
+        partition,
+        after_seq,
+    )
+    return rows
+
+
+async def stored_outcomes(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], StoredOutcome]:
+    """Stored outcomes for the given idempotency keys (absent keys are simply missing)."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        """SELECT i.customer_id, i.scope, i.request_id, i.fingerprint, i.status, i.body
+             FROM idempotency i
+             JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(c, s, r)
+               ON i.customer_id = k.c AND i.scope = k.s AND i.request_id = k.r""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+    )
+    return {
+        (r["customer_id"], r["scope"], r["request_id"]): StoredOutcome(
+            bytes(r["fingerprint"]), r["status"], bytes(r["body"])
+        )
+        for r in rows
+    }
+
+
+@dataclass(slots=True)
+class BatchRows:
+    """Column arrays for one call of ``ledger_apply_batch``."""
+
+    lp: list[list[int]] = field(default_factory=lambda: [[] for _ in range(6)])
+    customers: list[list[object]] = field(default_factory=lambda: [[] for _ in range(3)])
+    blocks: dict[str, tuple[bool, datetime]] = field(default_factory=dict)
+    accounts: list[list[object]] = field(default_factory=lambda: [[] for _ in range(6)])
+    entries: list[list[object]] = field(default_factory=lambda: [[] for _ in range(11)])
+    postings: list[list[object]] = field(default_factory=lambda: [[] for _ in range(6)])
+    outcomes: list[list[object]] = field(default_factory=lambda: [[] for _ in range(9)])
+    outbox: list[list[object]] = field(default_factory=lambda: [[] for _ in range(5)])
+
+    @staticmethod
+    def add(columns: Sequence[list[Any]], values: Iterable[object]) -> None:
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+
+
+_APPLY = "SELECT ledger_apply_batch(" + ", ".join(f"${i}" for i in range(1, 50)) + ")"
+
+
+async def apply_batch(conn: asyncpg.Connection, rows: BatchRows) -> None:
+    """Write one batch in one statement (one transaction); raise :class:`Fenced` if fenced."""
+    block_ids = list(rows.blocks)
+    args = [
+        *rows.lp,
+        *rows.customers,
+        block_ids,
+        [rows.blocks[c][0] for c in block_ids],
+        [rows.blocks[c][1] for c in block_ids],
+        *rows.accounts,
+        *rows.entries,
+        *rows.postings,
+        *rows.outcomes,
+        *rows.outbox,
+    ]
+    try:
+        await conn.execute(_APPLY, *args)
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) == FENCED:
+            raise Fenced(str(exc)) from exc
+        raise
+
+
+async def save_published(conn: asyncpg.Connection, cursor: PartitionCursor) -> None:
+    """Record how far facts are known published (only while this writer owns the partition)."""
+    await conn.execute(
+        """UPDATE ledger_partitions SET published_seq = greatest(published_seq, $2)
+            WHERE partition = $1 AND epoch = $3""",
+        cursor.partition,
+        cursor.published_seq,
+        cursor.epoch,
+    )

@@ -1,0 +1,426 @@
+"""The ledger writer: consume ledger.commands, decide, write each batch in one transaction.
+
+The loop, per batch (whatever ``getmany`` has ready, up to a cap; it never waits to fill one):
+
+1. decode the commands; look up stored outcomes for keys not in memory (one query);
+2. ``decide`` each command against the partition's in-memory state and apply it there;
+3. write postings, outcomes, the facts (outbox) and the new offsets with ``ledger_apply_batch``:
+   one statement, one transaction, one fsync; the offset update is conditional on this writer's
+   epoch, so a zombie writer's batch fails as a whole;
+4. only then answer the waiting edges on ``ledger.replies`` and publish the facts to
+   ``ledger.events``; ``published_seq`` advances once Kafka has acknowledged them, and whatever was
+   committed but not acknowledged is republished from the outbox when a writer takes over.
+
+If a batch fails for any other reason the partitions involved are reloaded from Postgres and the
+consumer is rewound to the stored offsets: memory never runs ahead of what is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Histogram
+
+from ledger import store
+from ledger_core.commands import (
+    Command,
+    CommandError,
+    Envelope,
+    decode,
+    fingerprint,
+    idempotency_key,
+)
+from ledger_core.decide import (
+    BlockChange,
+    Decision,
+    JournalEntry,
+    NewAccount,
+    NewCustomer,
+    StoredOutcome,
+    apply,
+    decide,
+)
+from ledger_core.facts import facts_for
+from ledger_core.state import PartitionState
+
+log = structlog.get_logger()
+
+BATCH_SIZE = Histogram(
+    "ledger_batch_commands",
+    "Commands applied per batch transaction",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+BATCH_SECONDS = Histogram(
+    "ledger_batch_seconds",
+    "Time to write one batch to Postgres",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+OUTCOMES = Counter("ledger_outcomes_total", "Commands decided, by status", ["status"])
+DEAD_LETTERS = Counter("ledger_dead_letters_total", "Undecodable commands sent to the DLQ")
+
+Key = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class Owned:
+    """A partition this writer owns: its cursor, its state, and recent outcomes."""
+
+    cursor: store.PartitionCursor
+    state: PartitionState
+    outcomes: OrderedDict[Key, StoredOutcome] = field(default_factory=OrderedDict)
+    publishing: asyncio.Task[bool] | None = None  # tail of the chain of fact deliveries
+
+    def remember(self, key: Key, outcome: StoredOutcome, cap: int) -> None:
+        self.outcomes[key] = outcome
+        if len(self.outcomes) > cap:
+            self.outcomes.popitem(last=False)
+
+
+@dataclass(slots=True)
+class Topics:
+    commands: str
+    events: str
+    replies: str
+    dead_letter: str
+
+
+class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Owns the partitions the consumer group assigns it and applies their commands."""
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        *,
+        max_batch: int,
+        outcome_cache: int,
+    ) -> None:
+        self.conn = conn
+        self.consumer = consumer
+        self.producer = producer
+        self.topics = topics
+        self.max_batch = max_batch
+        self.outcome_cache = outcome_cache
+        self.owned: dict[int, Owned] = {}
+        self.batches = 0
+        self.last_batch_at = 0.0
+
+    # -- partition ownership ---------------------------------------------------------------------
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in sorted(assigned):
+            await self._take(tp.partition)
+        log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            owned = self.owned.pop(tp.partition, None)
+            if owned is not None:
+                await self._settle_publishing(owned)
+        log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def _take(self, partition: int) -> None:
+        cursor = await store.take_over(self.conn, partition)
+        state = await store.load_partition(self.conn, partition)
+        owned = Owned(cursor, state)
+        self.owned[partition] = owned
+        self.consumer.seek(TopicPartition(self.topics.commands, partition), cursor.next_offset)
+        await self._republish(owned)
+        log.info(
+            "partition_taken",
+            partition=partition,
+            epoch=cursor.epoch,
+            next_offset=cursor.next_offset,
+            customers=len(state.customers),
+        )
+
+    async def _republish(self, owned: Owned) -> None:
+        """Publish facts that were committed but not acknowledged by Kafka (after a crash)."""
+        cursor = owned.cursor
+        rows = await store.unpublished_facts(self.conn, cursor.partition, cursor.published_seq)
+        if not rows:
+            return
+        futures = [
+            await self.producer.send(self.topics.events, r["payload"], key=r["key"].encode())
+            for r in rows
+        ]
+        await asyncio.gather(*futures)
+        cursor.published_seq = rows[-1]["seq"]
+        await store.save_published(self.conn, cursor)
+        log.info("facts_republished", partition=cursor.partition, count=len(rows))
+
+    async def _settle_publishing(self, owned: Owned) -> None:
+        """Wait for in-flight fact deliveries and record how far they got."""
+        if owned.publishing is not None:
+            await asyncio.shield(owned.publishing)
+        try:
+            await store.save_published(self.conn, owned.cursor)
+        except (asyncpg.PostgresError, OSError):
+            log.warning("published_seq_not_saved", partition=owned.cursor.partition)
+
+    async def close(self) -> None:
+        """Finish publishing and record progress; the batch in flight has already committed."""
+        for owned in list(self.owned.values()):
+            await self._settle_publishing(owned)
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            records = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+            if records:
+                await self._process(records)
+            for owned in list(self.owned.values()):
+                task = owned.publishing
+                if task is not None and task.done() and not task.result():
+                    owned.publishing = None
+                    await self._republish(owned)
+
+    async def _process(self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        started = time.perf_counter()
+        work: list[tuple[Owned, ConsumerRecord[Any, Any], Command, Envelope]] = []
+        dead: list[tuple[ConsumerRecord[Any, Any], str]] = []
+        ends: dict[int, int] = {}
+        missing: list[Key] = []
+        for tp, messages in records.items():
+            owned = self.owned.get(tp.partition)
+            if owned is None or not messages:
+                continue  # revoked or fenced while the records were in flight
+            ends[tp.partition] = messages[-1].offset + 1
+            for msg in messages:
+                try:
+                    cmd, envelope = decode(msg.value)
+                except CommandError as exc:
+                    dead.append((msg, str(exc)))
+                    continue
+                key = idempotency_key(cmd)
+                if key not in owned.outcomes:
+                    missing.append(key)
+                work.append((owned, msg, cmd, envelope))
+        if not ends:
+            return
+        try:
+            stored = await store.stored_outcomes(self.conn, missing)
+            await self._dead_letter(dead)
+            rows, replies, facts = self._decide_all(work, stored, ends)
+            t0 = time.perf_counter()
+            await store.apply_batch(self.conn, rows)
+            BATCH_SECONDS.observe(time.perf_counter() - t0)
+        except store.Fenced:
+            log.warning("writer_fenced", partitions=sorted(ends))
+            await self._recover(ends, fenced=True)
+            return
+        except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
+            log.error("batch_failed", error=repr(exc), partitions=sorted(ends))
+            await asyncio.sleep(0.5)
+            await self._recover(ends, fenced=False)
+            return
+        for partition, end in ends.items():
+            self.owned[partition].cursor.next_offset = end
+        await self._answer(replies)
+        self._publish(facts)
+        BATCH_SIZE.observe(len(work))
+        self.batches += 1
+        self.last_batch_at = time.monotonic()
+        log.debug(
+            "batch_applied",
+            commands=len(work),
+            partitions=sorted(ends),
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    def _decide_all(
+        self,
+        work: list[tuple[Owned, ConsumerRecord[Any, Any], Command, Envelope]],
+        stored: dict[Key, StoredOutcome],
+        ends: dict[int, int],
+    ) -> tuple[
+        store.BatchRows, list[tuple[Envelope, Decision]], dict[int, list[tuple[int, str, bytes]]]
+    ]:
+        rows = store.BatchRows()
+        replies: list[tuple[Envelope, Decision]] = []
+        facts: dict[int, list[tuple[int, str, bytes]]] = {}
+        for owned, msg, cmd, envelope in work:
+            key = idempotency_key(cmd)
+            prior = owned.outcomes.get(key) or stored.get(key)
+            decision = decide(owned.state, cmd, prior)
+            apply(owned.state, decision)  # optimistic: reloaded from Postgres if the batch fails
+            partition = owned.cursor.partition
+            at = datetime.fromtimestamp(msg.timestamp / 1000, tz=UTC)
+            entry_id = None
+            for effect in decision.effects:
+                if isinstance(effect, JournalEntry):
+                    entry_id = effect.entry_id
+                    self._entry_rows(rows, effect, partition, msg.offset, at)
+                elif isinstance(effect, NewCustomer):
+                    rows.add(rows.customers, (effect.customer_id, partition, at))
+                elif isinstance(effect, NewAccount):
+                    rows.add(
+                        rows.accounts,
+                        (
+                            effect.account_id,
+                            partition,
+                            "customer",
+                            effect.customer_id,
+                            effect.balance_id,
+                            effect.currency,
+                        ),
+                    )
+                elif isinstance(effect, BlockChange):
+                    rows.blocks[effect.customer_id] = (effect.blocked, at)
+            if decision.record:
+                outcome = StoredOutcome(
+                    fingerprint(cmd), decision.outcome.status, decision.outcome.body
+                )
+                owned.remember(key, outcome, self.outcome_cache)
+                rows.add(
+                    rows.outcomes,
+                    (
+                        *key,
+                        outcome.fingerprint,
+                        outcome.status,
+                        outcome.body,
+                        entry_id,
+                        partition,
+                        at,
+                    ),
+                )
+            for fact in facts_for(decision, partition, msg.timestamp):
+                owned.cursor.outbox_seq += 1
+                seq = owned.cursor.outbox_seq
+                rows.add(rows.outbox, (partition, seq, fact.event_id, fact.key, fact.payload))
+                facts.setdefault(partition, []).append((seq, fact.key, fact.payload))
+            OUTCOMES.labels(str(decision.outcome.status)).inc()
+            replies.append((envelope, decision))
+        for partition, end in ends.items():
+            c = self.owned[partition].cursor
+            rows.add(
+                rows.lp, (partition, c.next_offset, end, c.epoch, c.outbox_seq, c.published_seq)
+            )
+        return rows, replies, facts
+
+    @staticmethod
+    def _entry_rows(
+        rows: store.BatchRows, entry: JournalEntry, partition: int, offset: int, at: datetime
+    ) -> None:
+        rows.add(
+            rows.entries,
+            (
+                entry.entry_id,
+                partition,
+                offset,
+                entry.kind,
+                entry.customer_id,
+                entry.balance_id,
+                entry.request_id,
+                entry.currency,
+                entry.amount,
+                entry.comment,
+                at,
+            ),
+        )
+        for i, posting in enumerate(entry.postings):
+            rows.add(
+                rows.postings,
+                (
+                    entry.entry_id,
+                    posting.account_id,
+                    posting.seq,
+                    posting.amount,
+                    posting.balance_after,
+                    i == 0,  # the first posting is the customer's: it may not go negative
+                ),
+            )
+
+    async def _answer(self, replies: list[tuple[Envelope, Decision]]) -> None:
+        """Tell the waiting edges; a lost reply only costs the caller a retry (503)."""
+        for envelope, decision in replies:
+            if envelope.reply_to < 0:
+                continue
+            outcome = decision.outcome
+            await self.producer.send(
+                self.topics.replies,
+                outcome.body,
+                partition=envelope.reply_to,
+                headers=[
+                    ("command_id", envelope.command_id.encode()),
+                    ("status", str(outcome.status).encode()),
+                ],
+            )
+
+    def _publish(self, facts: dict[int, list[tuple[int, str, bytes]]]) -> None:
+        for partition, items in facts.items():
+            owned = self.owned[partition]
+            owned.publishing = asyncio.create_task(self._deliver(owned, items, owned.publishing))
+
+    async def _deliver(
+        self, owned: Owned, items: list[tuple[int, str, bytes]], previous: asyncio.Task[bool] | None
+    ) -> bool:
+        """Send one batch's facts; advance ``published_seq`` once they and all earlier ones are
+        acknowledged. Returns False if anything in the chain failed (the loop republishes)."""
+        try:
+            futures = [
+                await self.producer.send(self.topics.events, payload, key=key.encode())
+                for _, key, payload in items
+            ]
+            ok = previous is None or await previous
+            await asyncio.gather(*futures)
+        except Exception as exc:  # any delivery failure: the outbox still has them
+            log.error("facts_not_published", partition=owned.cursor.partition, error=repr(exc))
+            return False
+        if ok:
+            owned.cursor.published_seq = max(owned.cursor.published_seq, items[-1][0])
+        return ok
+
+    async def _dead_letter(self, dead: list[tuple[ConsumerRecord[Any, Any], str]]) -> None:
+        """Park undecodable commands on the dead-letter topic before their offset moves past."""
+        if not dead:
+            return
+        futures = []
+        for msg, reason in dead:
+            log.error(
+                "command_dead_lettered", message_id=f"{msg.partition}:{msg.offset}", reason=reason
+            )
+            futures.append(
+                await self.producer.send(
+                    self.topics.dead_letter,
+                    msg.value,
+                    key=msg.key,
+                    headers=[
+                        ("error", reason.encode()),
+                        ("source", f"{msg.topic}:{msg.partition}:{msg.offset}".encode()),
+                    ],
+                )
+            )
+            DEAD_LETTERS.inc()
+        await asyncio.gather(*futures)
+
+    async def _recover(self, ends: dict[int, int], *, fenced: bool) -> None:
+        """Drop memory for the batch's partitions; reload them unless another writer owns them."""
+        for partition in ends:
+            owned = self.owned.pop(partition, None)
+            if owned is not None and owned.publishing is not None:
+                await asyncio.shield(owned.publishing)
+            tp = TopicPartition(self.topics.commands, partition)
+            if fenced:
+                # The group gave the partition to someone else; stop reading it until the
+                # rebalance that must follow tells us what we own.
+                self.consumer.pause(tp)
+                continue
+            try:
+                await self._take(partition)
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.error("partition_reload_failed", partition=partition, error=repr(exc))
+                self.consumer.pause(tp)
+                raise

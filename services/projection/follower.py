@@ -1,0 +1,125 @@
+"""Follows ledger.events into the read model; stores rows and offsets in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Histogram
+
+from projection.model import BalanceRow, ReadModel
+
+log = structlog.get_logger()
+
+LAG_SECONDS = Histogram(
+    "projection_lag_seconds",
+    "Time from a fact's occurrence in the ledger to the projection applying it",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+)
+
+
+async def load_model(conn: asyncpg.Connection) -> ReadModel:
+    model = ReadModel()
+    for r in await conn.fetch("SELECT customer_id, blocked FROM customer_view"):
+        model.customers[r["customer_id"]] = r["blocked"]
+    for r in await conn.fetch(
+        "SELECT customer_id, balance_id, currency, amount, seq FROM balance_view"
+    ):
+        model.balances[(r["customer_id"], r["balance_id"])] = BalanceRow(
+            r["currency"], int(r["amount"]), r["seq"]
+        )
+    return model
+
+
+class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, topic: str, model: ReadModel
+    ) -> None:
+        self.conn = conn
+        self.consumer = consumer
+        self.topic = topic
+        self.model = model
+        self.applied = 0
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        rows = await self.conn.fetch("SELECT partition, next_offset FROM projection_offsets")
+        stored = {r["partition"]: r["next_offset"] for r in rows}
+        for tp in assigned:
+            if tp.partition in stored:
+                self.consumer.seek(tp, stored[tp.partition])
+            else:
+                await self.consumer.seek_to_beginning(tp)
+        log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            records = await self.consumer.getmany(timeout_ms=200, max_records=5000)
+            if records:
+                await self._apply(records)
+
+    async def _apply(self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        customers: set[str] = set()
+        balances: set[tuple[str, str]] = set()
+        offsets: dict[int, int] = {}
+        now = time.time()
+        for tp, messages in records.items():
+            for msg in messages:
+                customer, key = self.model.apply(msg.value)
+                customers.add(customer)
+                if key is not None:
+                    balances.add(key)
+                LAG_SECONDS.observe(max(0.0, now - msg.timestamp / 1000))
+            offsets[tp.partition] = messages[-1].offset + 1
+            self.applied += len(messages)
+        at = datetime.now(tz=UTC)
+        b_rows = [(c, b, self.model.balances[(c, b)]) for c, b in balances]
+        c_rows = [(c, self.model.customers[c]) for c in customers if c in self.model.customers]
+        async with self.conn.transaction():
+            await self.conn.execute(
+                """INSERT INTO balance_view
+                          (customer_id, balance_id, currency, amount, seq, updated_at)
+                   SELECT x.c, x.b, x.cur, x.amt, x.seq, $6
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::bigint[])
+                          AS x(c, b, cur, amt, seq)
+                   ON CONFLICT (customer_id, balance_id) DO UPDATE
+                      SET amount = excluded.amount, seq = excluded.seq,
+                          updated_at = excluded.updated_at
+                    WHERE balance_view.seq < excluded.seq""",
+                [r[0] for r in b_rows],
+                [r[1] for r in b_rows],
+                [r[2].currency for r in b_rows],
+                [r[2].amount for r in b_rows],
+                [r[2].seq for r in b_rows],
+                at,
+            )
+            await self.conn.execute(
+                """INSERT INTO customer_view (customer_id, blocked, updated_at)
+                   SELECT x.c, x.b, $3 FROM unnest($1::text[], $2::boolean[]) AS x(c, b)
+                   ON CONFLICT (customer_id) DO UPDATE
+                      SET blocked = excluded.blocked, updated_at = excluded.updated_at""",
+                [r[0] for r in c_rows],
+                [r[1] for r in c_rows],
+                at,
+            )
+            await self.conn.execute(
+                """INSERT INTO projection_offsets (partition, next_offset)
+                   SELECT * FROM unnest($1::int[], $2::bigint[])
+                   ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset""",
+                list(offsets),
+                list(offsets.values()),
+            )
+
+
+async def rebuild(conn: asyncpg.Connection) -> None:
+    """Forget the read model; the next start replays ledger.events from the beginning."""
+    async with conn.transaction():
+        await conn.execute("TRUNCATE balance_view, customer_view, projection_offsets")

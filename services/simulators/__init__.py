@@ -1,0 +1,1 @@
+"""Local stand-ins for the outside world (Quadcode, Swapgate), for demos and tests."""
