@@ -3,6 +3,7 @@ and a topic namespace per test or per module, and the services as real processes
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -112,12 +113,16 @@ class Operator:
         customer = customer_id or "c-" + uuid.uuid4().hex[:12]
         balance = f"{customer}_{currency}"
         assert (await self.send(CreateCustomer(customer, uuid.uuid4().hex))).status == 201
-        assert (await self.send(OpenBalance(customer, balance, currency, uuid.uuid4().hex))).status == 201
+        assert (
+            await self.send(OpenBalance(customer, balance, currency, uuid.uuid4().hex))
+        ).status == 201
         if funds is not None:
             await self.deposit(customer, balance, funds, currency)
         return customer, balance
 
-    async def deposit(self, customer: str, balance: str, amount: str, currency: str = "USD") -> Answer:
+    async def deposit(
+        self, customer: str, balance: str, amount: str, currency: str = "USD"
+    ) -> Answer:
         answer = await self.send(
             MoneyCommand("deposit", customer, balance, uuid.uuid4().hex, amount, currency, "test")
         )
@@ -183,27 +188,71 @@ class Wallet:
     ) -> Answer:
         data = body if isinstance(body, bytes) else orjson.dumps(body)
         url = f"{base_url or self.base_url}/v1/customers/{customer}/balances/{balance}/{kind}"
-        async with self.http.post(url, data=data, headers=headers or self.headers()) as resp:
+        async with self.http.post(
+            url, data=data, headers=self.headers() if headers is None else headers
+        ) as resp:
             return Answer(resp.status, await resp.read())
 
     async def get(
         self, customer: str, balance: str, *, headers: dict[str, str] | None = None
     ) -> Answer:
         url = f"{self.base_url}/v1/customers/{customer}/balances/{balance}"
-        async with self.http.get(url, headers=headers or self.headers()) as resp:
+        async with self.http.get(
+            url, headers=self.headers() if headers is None else headers
+        ) as resp:
             return Answer(resp.status, await resp.read())
 
-    async def debit(self, customer: str, balance: str, amount: str, request_id: str | None = None,
-                    currency: str = "USD", comment: str = "option opened") -> Answer:
-        return await self.post("debit", customer, balance, {
-            "request_id": request_id or uuid.uuid4().hex, "amount": amount,
-            "currency_code": currency, "comment": comment})
+    async def read_eventually(self, customer: str, balance: str, amount: str) -> Answer:
+        """The projection is eventually consistent: poll briefly for the expected amount."""
+        answer = await self.get(customer, balance)
+        for _ in range(100):
+            if answer.status == 200 and answer.json["amount"] == amount:
+                break
+            await asyncio.sleep(0.05)
+            answer = await self.get(customer, balance)
+        return answer
 
-    async def credit(self, customer: str, balance: str, amount: str, request_id: str | None = None,
-                     currency: str = "USD", comment: str = "option closed") -> Answer:
-        return await self.post("credit", customer, balance, {
-            "request_id": request_id or uuid.uuid4().hex, "amount": amount,
-            "currency_code": currency, "comment": comment})
+    async def debit(
+        self,
+        customer: str,
+        balance: str,
+        amount: str,
+        request_id: str | None = None,
+        currency: str = "USD",
+        comment: str = "option opened",
+    ) -> Answer:
+        return await self.post(
+            "debit",
+            customer,
+            balance,
+            {
+                "request_id": request_id or uuid.uuid4().hex,
+                "amount": amount,
+                "currency_code": currency,
+                "comment": comment,
+            },
+        )
+
+    async def credit(
+        self,
+        customer: str,
+        balance: str,
+        amount: str,
+        request_id: str | None = None,
+        currency: str = "USD",
+        comment: str = "option closed",
+    ) -> Answer:
+        return await self.post(
+            "credit",
+            customer,
+            balance,
+            {
+                "request_id": request_id or uuid.uuid4().hex,
+                "amount": amount,
+                "currency_code": currency,
+                "comment": comment,
+            },
+        )
 
 
 @pytest.fixture(scope="module")

@@ -111,8 +111,15 @@ class QuadcodeKey:
             ),
         )
 
-    def token(self, *, iss: str = "qc", aud: str = "sandbox", lifetime: int = 600,
-              iat: float | None = None, **extra: object) -> str:
+    def token(
+        self,
+        *,
+        iss: str = "qc",
+        aud: str = "sandbox",
+        lifetime: int = 600,
+        iat: float | None = None,
+        **extra: object,
+    ) -> str:
         now = int(time.time() if iat is None else iat)
         claims: dict[str, object] = {"iss": iss, "aud": aud, "iat": now, "exp": now + lifetime}
         claims.update(extra)
@@ -239,4 +246,6 @@ async def wait_ready(service: Service, timeout: float = 60) -> None:
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.2)
-    raise TimeoutError(f"{service.name} not ready after {timeout}s: {service.log_path.read_text()[-3000:]}")
+    raise TimeoutError(
+        f"{service.name} not ready after {timeout}s: {service.log_path.read_text()[-3000:]}"
+    )

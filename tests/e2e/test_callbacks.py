@@ -16,22 +16,13 @@ from wallet_stack import Stack, wait_ready
 pytestmark = pytest.mark.e2e
 
 
-async def eventually_reads(wallet: Wallet, customer: str, balance: str, amount: str) -> Answer:
-    """The projection is eventually consistent: poll briefly for the expected amount."""
-    answer = await wallet.get(customer, balance)
-    for _ in range(100):
-        if answer.status == 200 and answer.json["amount"] == amount:
-            break
-        await asyncio.sleep(0.05)
-        answer = await wallet.get(customer, balance)
-    return answer
-
-
 async def entries_for(stack: Stack, request_id: str) -> int:
     conn = await asyncpg.connect(stack.dsn)
     try:
         return int(
-            await conn.fetchval("SELECT count(*) FROM journal_entries WHERE request_id = $1", request_id)
+            await conn.fetchval(
+                "SELECT count(*) FROM journal_entries WHERE request_id = $1", request_id
+            )
         )
     finally:
         await conn.close()
@@ -40,16 +31,31 @@ async def entries_for(stack: Stack, request_id: str) -> int:
 # -- 201 ------------------------------------------------------------------------------------------
 
 
-async def test_debit_and_credit_answer_201_with_the_new_balance(operator: Operator, wallet: Wallet) -> None:
+async def test_debit_and_credit_answer_201_with_the_new_balance(
+    operator: Operator, wallet: Wallet
+) -> None:
     customer, balance = await operator.customer_with_balance("USD", "50.00")
 
     debit = await wallet.debit(customer, balance, "20.5")
     credit = await wallet.credit(customer, balance, "41")
 
-    assert (debit.status, debit.json["amount"], debit.json["balance_current_amount"]) == (201, "20.50", "29.50")
-    assert (credit.status, credit.json["amount"], credit.json["balance_current_amount"]) == (201, "41.00", "70.50")
-    read = await eventually_reads(wallet, customer, balance, "70.50")
-    assert read.json == {"customer_id": customer, "balance_id": balance, "amount": "70.50", "currency_code": "USD"}
+    assert (debit.status, debit.json["amount"], debit.json["balance_current_amount"]) == (
+        201,
+        "20.50",
+        "29.50",
+    )
+    assert (credit.status, credit.json["amount"], credit.json["balance_current_amount"]) == (
+        201,
+        "41.00",
+        "70.50",
+    )
+    read = await wallet.read_eventually(customer, balance, "70.50")
+    assert read.json == {
+        "customer_id": customer,
+        "balance_id": balance,
+        "amount": "70.50",
+        "currency_code": "USD",
+    }
 
 
 async def test_crypto_amounts_keep_every_digit(operator: Operator, wallet: Wallet) -> None:
@@ -72,15 +78,42 @@ async def test_crypto_amounts_keep_every_digit(operator: Operator, wallet: Walle
         ({"amount": "1.00", "currency_code": "USD", "comment": "x"}, "invalid_field"),
         ({"request_id": "r", "amount": 1, "currency_code": "USD", "comment": "x"}, "invalid_field"),
         ({"request_id": "r", "amount": "1.00", "currency_code": "USD"}, "invalid_field"),
-        ({"request_id": 5, "amount": "1.00", "currency_code": "USD", "comment": "x"}, "invalid_field"),
-        ({"request_id": "", "amount": "1.00", "currency_code": "USD", "comment": "x"}, "invalid_id"),
-        ({"request_id": "r", "amount": "-1.00", "currency_code": "USD", "comment": "x"}, "invalid_amount"),
-        ({"request_id": "r", "amount": "0", "currency_code": "USD", "comment": "x"}, "invalid_amount"),
-        ({"request_id": "r", "amount": "1.001", "currency_code": "USD", "comment": "x"}, "invalid_amount"),
-        ({"request_id": "r", "amount": "1e3", "currency_code": "USD", "comment": "x"}, "invalid_amount"),
-        ({"request_id": "r", "amount": " 1.00", "currency_code": "USD", "comment": "x"}, "invalid_amount"),
-        ({"request_id": "r", "amount": "1" * 16, "currency_code": "USD", "comment": "x"}, "amount_too_large"),
-        ({"request_id": "r", "amount": "1.00", "currency_code": "XYZ", "comment": "x"}, "unknown_currency"),
+        (
+            {"request_id": 5, "amount": "1.00", "currency_code": "USD", "comment": "x"},
+            "invalid_field",
+        ),
+        (
+            {"request_id": "", "amount": "1.00", "currency_code": "USD", "comment": "x"},
+            "invalid_id",
+        ),
+        (
+            {"request_id": "r", "amount": "-1.00", "currency_code": "USD", "comment": "x"},
+            "invalid_amount",
+        ),
+        (
+            {"request_id": "r", "amount": "0", "currency_code": "USD", "comment": "x"},
+            "invalid_amount",
+        ),
+        (
+            {"request_id": "r", "amount": "1.001", "currency_code": "USD", "comment": "x"},
+            "invalid_amount",
+        ),
+        (
+            {"request_id": "r", "amount": "1e3", "currency_code": "USD", "comment": "x"},
+            "invalid_amount",
+        ),
+        (
+            {"request_id": "r", "amount": " 1.00", "currency_code": "USD", "comment": "x"},
+            "invalid_amount",
+        ),
+        (
+            {"request_id": "r", "amount": "1" * 16, "currency_code": "USD", "comment": "x"},
+            "amount_too_large",
+        ),
+        (
+            {"request_id": "r", "amount": "1.00", "currency_code": "XYZ", "comment": "x"},
+            "unknown_currency",
+        ),
     ],
 )
 async def test_malformed_request_is_400_and_changes_nothing(
@@ -92,7 +125,7 @@ async def test_malformed_request_is_400_and_changes_nothing(
 
     assert answer.status == 400
     assert answer.json["error"] == code and answer.json["message"]
-    assert (await eventually_reads(wallet, customer, balance, "10.00")).json["amount"] == "10.00"
+    assert (await wallet.read_eventually(customer, balance, "10.00")).json["amount"] == "10.00"
 
 
 async def test_currency_other_than_the_balances_is_400(operator: Operator, wallet: Wallet) -> None:
@@ -123,7 +156,9 @@ async def test_debit_beyond_the_balance_is_402(operator: Operator, wallet: Walle
     assert (answer.status, answer.json["error"]) == (402, "insufficient_funds")
 
 
-async def test_replayed_debit_returns_original_402_after_a_deposit(operator: Operator, wallet: Wallet) -> None:
+async def test_replayed_debit_returns_original_402_after_a_deposit(
+    operator: Operator, wallet: Wallet
+) -> None:
     customer, balance = await operator.customer_with_balance("USD", "1.00")
     first = await wallet.debit(customer, balance, "2.00", request_id="poor-1")
     await operator.deposit(customer, balance, "100.00")
@@ -159,7 +194,9 @@ async def test_balance_of_another_customer_is_404(operator: Operator, wallet: Wa
     assert (read.status, read.json["error"]) == (404, "balance_not_found")
 
 
-async def test_replayed_404_stays_404_after_the_customer_exists(operator: Operator, wallet: Wallet, unique: str) -> None:
+async def test_replayed_404_stays_404_after_the_customer_exists(
+    operator: Operator, wallet: Wallet, unique: str
+) -> None:
     customer = f"late-{unique}"
     first = await wallet.debit(customer, f"{customer}_USD", "1.00", request_id="early")
     await operator.customer_with_balance("USD", "10.00", customer_id=customer)
@@ -190,10 +227,12 @@ async def test_same_request_id_with_another_body_is_409_and_writes_nothing(
     assert first.status == 201
     assert (conflict.status, conflict.json["error"]) == (409, "request_id_reused")
     assert await entries_for(stack, request_id) == 1
-    assert (await eventually_reads(wallet, customer, balance, "9.00")).json["amount"] == "9.00"
+    assert (await wallet.read_eventually(customer, balance, "9.00")).json["amount"] == "9.00"
 
 
-async def test_identical_retry_returns_the_original_bytes(operator: Operator, wallet: Wallet, stack: Stack) -> None:
+async def test_identical_retry_returns_the_original_bytes(
+    operator: Operator, wallet: Wallet, stack: Stack
+) -> None:
     customer, balance = await operator.customer_with_balance("USD", "10.00")
     request_id = uuid.uuid4().hex
     first = await wallet.debit(customer, balance, "1.00", request_id=request_id)
@@ -218,7 +257,9 @@ async def test_request_id_is_scoped_to_the_operation(operator: Operator, wallet:
 # -- 451 ------------------------------------------------------------------------------------------
 
 
-async def test_blocked_customer_is_451_for_every_callback(operator: Operator, wallet: Wallet) -> None:
+async def test_blocked_customer_is_451_for_every_callback(
+    operator: Operator, wallet: Wallet
+) -> None:
     customer, balance = await operator.customer_with_balance("USD", "10.00")
     assert (await operator.block(customer)).status == 200
 
@@ -268,7 +309,7 @@ async def test_200_concurrent_debits_spend_exactly_the_balance(
     remaining = sorted(a.json["balance_current_amount"] for a in answers if a.status == 201)
     assert remaining[0] == "0.00"
     assert len(set(remaining)) == 100  # every success saw its own balance, none twice
-    assert (await eventually_reads(wallet, customer, balance, "0.00")).json["amount"] == "0.00"
+    assert (await wallet.read_eventually(customer, balance, "0.00")).json["amount"] == "0.00"
 
 
 async def test_racing_retries_of_one_request_id_make_one_entry(
@@ -283,4 +324,4 @@ async def test_racing_retries_of_one_request_id_make_one_entry(
 
     assert {(a.status, a.body) for a in answers} == {(201, answers[0].body)}
     assert await entries_for(stack, request_id) == 1
-    assert (await eventually_reads(wallet, customer, balance, "93.00")).json["amount"] == "93.00"
+    assert (await wallet.read_eventually(customer, balance, "93.00")).json["amount"] == "93.00"
