@@ -116,6 +116,14 @@ class Decision:
     record: bool  # store (key, fingerprint, outcome) in the idempotency table
     effects: tuple[Effect, ...] = ()
 
+    @property
+    def entry_id(self) -> uuid.UUID | None:
+        """The journal entry this decision posts, if any."""
+        for effect in self.effects:
+            if isinstance(effect, JournalEntry):
+                return effect.entry_id
+        return None
+
 
 def _error(code: str, message: str | None = None, *, record: bool = True) -> Decision:
     return Decision(Outcome(status_of(code), error_body(code, message), code), record)

@@ -34,7 +34,9 @@ class CommonSettings(BaseSettings):
     topic_prefix: str = Field(
         default="", description="Namespace prefix for every topic (tests use one per run)."
     )
-    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    log_level: str = Field(
+        default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level."
+    )
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
 
 
@@ -45,8 +47,8 @@ class ConfigError(SystemExit):
 S = TypeVar("S", bound=BaseSettings)
 
 
-def _env_name(loc: tuple[Any, ...]) -> str:
-    return ENV_PREFIX + "_".join(str(part) for part in loc).upper()
+def _env_name(prefix: str, loc: tuple[Any, ...]) -> str:
+    return prefix + "_".join(str(part) for part in loc).upper()
 
 
 def load_settings(cls: type[S], **overrides: Any) -> S:
@@ -64,7 +66,8 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         for err in exc.errors():
             value = err.get("input")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
-            lines.append(f"  {_env_name(err['loc'])}: {err['msg']}{shown}")
+            prefix = str(cls.model_config.get("env_prefix", ENV_PREFIX))
+            lines.append(f"  {_env_name(prefix, err['loc'])}: {err['msg']}{shown}")
         raise ConfigError("configuration error:\n" + "\n".join(lines)) from None
 
 

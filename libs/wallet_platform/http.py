@@ -45,7 +45,9 @@ class CallbackAuthSettings(CommonSettings):
         pattern="^(production|integration|sandbox)$",
         description="This deployment's environment: the JWT aud Quadcode must use.",
     )
-    jwt_leeway_seconds: float = Field(default=5.0, ge=0, le=60)
+    jwt_leeway_seconds: float = Field(
+        default=5.0, ge=0, le=60, description="Clock skew tolerated on iat and exp."
+    )
     allowed_ips: str = Field(
         default="127.0.0.1/32,::1/128",
         description="Comma-separated CIDRs allowed to call (IPv4 and IPv6).",

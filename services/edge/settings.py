@@ -8,7 +8,7 @@ from wallet_platform.http import CallbackAuthSettings
 
 
 class EdgeSettings(CallbackAuthSettings):
-    edge_port: int = Field(default=18080, ge=1, le=65535)
+    edge_port: int = Field(default=18080, ge=1, le=65535, description="Port of the public API.")
     edge_reuse_port: bool = Field(
         default=False, description="Let several edge processes share the port (SO_REUSEPORT)."
     )
@@ -18,11 +18,15 @@ class EdgeSettings(CallbackAuthSettings):
     edge_outcome_timeout_ms: int = Field(
         default=2000, ge=10, le=60_000, description="How long to wait for the ledger before 503."
     )
-    edge_max_body_bytes: int = Field(default=8192, ge=256, le=1_048_576)
+    edge_max_body_bytes: int = Field(
+        default=8192, ge=256, le=1_048_576, description="Larger bodies are refused (400)."
+    )
     edge_trusted_proxies: str = Field(
         default="", description="CIDRs of proxies whose X-Forwarded-For is believed."
     )
-    edge_producer_linger_ms: int = Field(default=0, ge=0, le=100)
+    edge_producer_linger_ms: int = Field(
+        default=0, ge=0, le=100, description="Kafka producer linger for commands."
+    )
     projection_url: str = Field(
         default="http://127.0.0.1:18081", description="Where balance reads are forwarded."
     )

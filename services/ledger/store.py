@@ -5,6 +5,7 @@ Moves bytes and holds transactions; decides nothing (that is ``ledger_core.decid
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from ledger_core.currencies import EXPONENTS
-from ledger_core.decide import StoredOutcome
+from ledger_core.decide import Decision, JournalEntry, NewAccount, NewCustomer, StoredOutcome
 from ledger_core.state import SYSTEM_KINDS, Account, Customer, PartitionState, system_account_id
 
 FENCED = "LF001"
@@ -163,6 +164,76 @@ class BatchRows:
     def add(columns: Sequence[list[Any]], values: Iterable[object]) -> None:
         for column, value in zip(columns, values, strict=True):
             column.append(value)
+
+    def add_effects(self, decision: Decision, partition: int, offset: int, at: datetime) -> None:
+        """Rows for a decision's effects (customers, accounts, blocks, entries, postings)."""
+        for effect in decision.effects:
+            if isinstance(effect, JournalEntry):
+                self.add(
+                    self.entries,
+                    (
+                        effect.entry_id,
+                        partition,
+                        offset,
+                        effect.kind,
+                        effect.customer_id,
+                        effect.balance_id,
+                        effect.request_id,
+                        effect.currency,
+                        effect.amount,
+                        effect.comment,
+                        at,
+                    ),
+                )
+                for i, p in enumerate(effect.postings):
+                    # The first posting is the customer's: it may not go negative.
+                    self.add(
+                        self.postings,
+                        (effect.entry_id, p.account_id, p.seq, p.amount, p.balance_after, i == 0),
+                    )
+            elif isinstance(effect, NewCustomer):
+                self.add(self.customers, (effect.customer_id, partition, at))
+            elif isinstance(effect, NewAccount):
+                self.add(
+                    self.accounts,
+                    (
+                        effect.account_id,
+                        partition,
+                        "customer",
+                        effect.customer_id,
+                        effect.balance_id,
+                        effect.currency,
+                    ),
+                )
+            else:
+                self.blocks[effect.customer_id] = (effect.blocked, at)
+
+    def add_outcome(
+        self,
+        key: tuple[str, str, str],
+        outcome: StoredOutcome,
+        entry_id: uuid.UUID | None,
+        partition: int,
+        at: datetime,
+    ) -> None:
+        self.add(
+            self.outcomes,
+            (*key, outcome.fingerprint, outcome.status, outcome.body, entry_id, partition, at),
+        )
+
+    def add_cursor(self, cursor: PartitionCursor, next_offset: int) -> None:
+        """The conditional offset move for a partition (fences zombies)."""
+        self.add(
+            self.lp,
+            (
+                cursor.partition,
+                cursor.next_offset,
+                next_offset,
+                cursor.epoch,
+                cursor.outbox_seq,
+                cursor.published_seq,
+            ),
+        )
 
 
 _APPLY = "SELECT ledger_apply_batch(" + ", ".join(f"${i}" for i in range(1, 50)) + ")"

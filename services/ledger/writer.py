@@ -40,11 +40,7 @@ from ledger_core.commands import (
     idempotency_key,
 )
 from ledger_core.decide import (
-    BlockChange,
     Decision,
-    JournalEntry,
-    NewAccount,
-    NewCustomer,
     StoredOutcome,
     apply,
     decide,
@@ -258,44 +254,13 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             apply(owned.state, decision)  # optimistic: reloaded from Postgres if the batch fails
             partition = owned.cursor.partition
             at = datetime.fromtimestamp(msg.timestamp / 1000, tz=UTC)
-            entry_id = None
-            for effect in decision.effects:
-                if isinstance(effect, JournalEntry):
-                    entry_id = effect.entry_id
-                    self._entry_rows(rows, effect, partition, msg.offset, at)
-                elif isinstance(effect, NewCustomer):
-                    rows.add(rows.customers, (effect.customer_id, partition, at))
-                elif isinstance(effect, NewAccount):
-                    rows.add(
-                        rows.accounts,
-                        (
-                            effect.account_id,
-                            partition,
-                            "customer",
-                            effect.customer_id,
-                            effect.balance_id,
-                            effect.currency,
-                        ),
-                    )
-                elif isinstance(effect, BlockChange):
-                    rows.blocks[effect.customer_id] = (effect.blocked, at)
+            rows.add_effects(decision, partition, msg.offset, at)
             if decision.record:
                 outcome = StoredOutcome(
                     fingerprint(cmd), decision.outcome.status, decision.outcome.body
                 )
                 owned.remember(key, outcome, self.outcome_cache)
-                rows.add(
-                    rows.outcomes,
-                    (
-                        *key,
-                        outcome.fingerprint,
-                        outcome.status,
-                        outcome.body,
-                        entry_id,
-                        partition,
-                        at,
-                    ),
-                )
+                rows.add_outcome(key, outcome, decision.entry_id, partition, at)
             for fact in facts_for(decision, partition, msg.timestamp):
                 owned.cursor.outbox_seq += 1
                 seq = owned.cursor.outbox_seq
@@ -304,44 +269,8 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             OUTCOMES.labels(str(decision.outcome.status)).inc()
             replies.append((envelope, decision))
         for partition, end in ends.items():
-            c = self.owned[partition].cursor
-            rows.add(
-                rows.lp, (partition, c.next_offset, end, c.epoch, c.outbox_seq, c.published_seq)
-            )
+            rows.add_cursor(self.owned[partition].cursor, end)
         return rows, replies, facts
-
-    @staticmethod
-    def _entry_rows(
-        rows: store.BatchRows, entry: JournalEntry, partition: int, offset: int, at: datetime
-    ) -> None:
-        rows.add(
-            rows.entries,
-            (
-                entry.entry_id,
-                partition,
-                offset,
-                entry.kind,
-                entry.customer_id,
-                entry.balance_id,
-                entry.request_id,
-                entry.currency,
-                entry.amount,
-                entry.comment,
-                at,
-            ),
-        )
-        for i, posting in enumerate(entry.postings):
-            rows.add(
-                rows.postings,
-                (
-                    entry.entry_id,
-                    posting.account_id,
-                    posting.seq,
-                    posting.amount,
-                    posting.balance_after,
-                    i == 0,  # the first posting is the customer's: it may not go negative
-                ),
-            )
 
     async def _answer(self, replies: list[tuple[Envelope, Decision]]) -> None:
         """Tell the waiting edges; a lost reply only costs the caller a retry (503)."""

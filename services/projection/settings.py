@@ -8,7 +8,9 @@ from wallet_platform.http import CallbackAuthSettings
 
 
 class ProjectionSettings(CallbackAuthSettings):
-    projection_port: int = Field(default=18081, ge=1, le=65535)
+    projection_port: int = Field(
+        default=18081, ge=1, le=65535, description="Port of the balance reads."
+    )
     projection_group: str = Field(default="projection", description="Consumer group name.")
     projection_trusted_proxies: str = Field(
         default="127.0.0.1/32,::1/128",

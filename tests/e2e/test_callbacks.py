@@ -4,14 +4,13 @@ code with its body, replays and conflicts, races, and crash recovery."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import uuid
 
 import asyncpg
 import pytest
 
-from conftest import Answer, Operator, Wallet
-from wallet_stack import Stack, wait_ready
+from conftest import Operator, Wallet
+from wallet_stack import Stack
 
 pytestmark = pytest.mark.e2e
 
