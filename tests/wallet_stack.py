@@ -4,6 +4,7 @@ services started as real processes."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import socket
@@ -37,6 +38,13 @@ def ensure_infrastructure() -> None:
             timeout=300,
             stdout=subprocess.DEVNULL,
         )
+
+
+def die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, so no service outlives a run that
+    was killed before its fixtures could clean up (Linux prctl PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -146,6 +154,7 @@ class Service:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.close()
 

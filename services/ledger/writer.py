@@ -109,21 +109,27 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         self.max_batch = max_batch
         self.outcome_cache = outcome_cache
         self.owned: dict[int, Owned] = {}
+        # aiokafka runs rebalance callbacks in its coordinator task, concurrently with our loop:
+        # the lock keeps a batch and a change of ownership (and their use of the one Postgres
+        # connection) from interleaving.
+        self._lock = asyncio.Lock()
         self.batches = 0
         self.last_batch_at = 0.0
 
     # -- partition ownership ---------------------------------------------------------------------
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        for tp in sorted(assigned):
-            await self._take(tp.partition)
+        async with self._lock:
+            for tp in sorted(assigned):
+                await self._take(tp.partition)
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        for tp in revoked:
-            owned = self.owned.pop(tp.partition, None)
-            if owned is not None:
-                await self._settle_publishing(owned)
+        async with self._lock:
+            for tp in revoked:
+                owned = self.owned.pop(tp.partition, None)
+                if owned is not None:
+                    await self._settle_publishing(owned)
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
 
     async def _take(self, partition: int) -> None:
@@ -167,21 +173,23 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def close(self) -> None:
         """Finish publishing and record progress; the batch in flight has already committed."""
-        for owned in list(self.owned.values()):
-            await self._settle_publishing(owned)
+        async with self._lock:
+            for owned in list(self.owned.values()):
+                await self._settle_publishing(owned)
 
     # -- the loop ----------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             records = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-            if records:
-                await self._process(records)
-            for owned in list(self.owned.values()):
-                task = owned.publishing
-                if task is not None and task.done() and not task.result():
-                    owned.publishing = None
-                    await self._republish(owned)
+            async with self._lock:
+                if records:
+                    await self._process(records)
+                for owned in list(self.owned.values()):
+                    task = owned.publishing
+                    if task is not None and task.done() and not task.result():
+                        owned.publishing = None
+                        await self._republish(owned)
 
     async def _process(self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         started = time.perf_counter()
@@ -191,8 +199,11 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         missing: list[Key] = []
         for tp, messages in records.items():
             owned = self.owned.get(tp.partition)
+            if owned is not None:
+                # Records fetched before a rebalance may predate the stored position.
+                messages = [m for m in messages if m.offset >= owned.cursor.next_offset]
             if owned is None or not messages:
-                continue  # revoked or fenced while the records were in flight
+                continue  # revoked, fenced or already applied while the records were in flight
             ends[tp.partition] = messages[-1].offset + 1
             for msg in messages:
                 try:

@@ -46,8 +46,15 @@ class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
         self.topic = topic
         self.model = model
         self.applied = 0
+        # Rebalance callbacks run in aiokafka's coordinator task: keep them and a batch apart.
+        self._lock = asyncio.Lock()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self._lock:
+            await self._seek_stored(assigned)
+        log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    async def _seek_stored(self, assigned: list[TopicPartition]) -> None:
         rows = await self.conn.fetch("SELECT partition, next_offset FROM projection_offsets")
         stored = {r["partition"]: r["next_offset"] for r in rows}
         for tp in assigned:
@@ -55,7 +62,6 @@ class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.consumer.seek(tp, stored[tp.partition])
             else:
                 await self.consumer.seek_to_beginning(tp)
-        log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
@@ -64,7 +70,8 @@ class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
         while not stop.is_set():
             records = await self.consumer.getmany(timeout_ms=200, max_records=5000)
             if records:
-                await self._apply(records)
+                async with self._lock:
+                    await self._apply(records)
 
     async def _apply(self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         customers: set[str] = set()

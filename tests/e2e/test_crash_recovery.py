@@ -57,7 +57,7 @@ async def test_ledger_down_is_503_and_the_retry_gets_the_stored_outcome(
     stack.ledger.start()
     await wait_ready(stack.ledger)
     retried = await wallet.debit(customer, balance, "4.00", request_id="while-down")
-    for _ in range(60):  # the rebalance after a restart may take a few seconds
+    for _ in range(15):  # the rebalance after a restart may take a few seconds
         if retried.status != 503:
             break
         retried = await wallet.debit(customer, balance, "4.00", request_id="while-down")
