@@ -1,0 +1,402 @@
+"""``make bench`` / ``python -m bench``: the callback benchmark with its correctness audit.
+
+Starts its own services (N ledger writers, M edges sharing one port, one projection) on a fresh
+database and topic namespace of the local Postgres and Kafka, funds the balances through the
+normal command path, runs the scenarios one after another with the load generator as a separate
+process, audits after each one, prints a table and writes the full result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from bench import metrics
+from bench.procstat import Group, Sampler
+from bench.stack import BenchStack
+from ledger.audit import audit
+from ledger_core.commands import CreateCustomer, MoneyCommand, OpenBalance
+from wallet_platform import topics
+from wallet_platform.command_bus import CommandBus
+from wallet_platform.kafka import make_consumer, make_producer
+
+REPO = Path(__file__).resolve().parents[2]
+HOME = Path(os.environ.get("WALLET_HOME", REPO / ".run"))
+
+SCENARIOS = ("quiet", "closed-uniform", "closed-hotspot", "open")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from {', '.join(SCENARIOS)}, memory",
+    )
+    p.add_argument("--balances", type=int, default=10_000)
+    p.add_argument("--duration", type=float, default=60.0, help="seconds per loaded scenario")
+    p.add_argument("--warmup", type=float, default=10.0, help="seconds of unmeasured load first")
+    p.add_argument("--concurrency", type=int, default=64, help="closed-loop connections")
+    p.add_argument("--rate", type=float, default=1000.0, help="open-loop offered rate per second")
+    p.add_argument(
+        "--memory-minutes", type=float, default=5.0, help="length of the memory scenario"
+    )
+    p.add_argument("--quiet-requests", type=int, default=1000)
+    p.add_argument("--retry-fraction", type=float, default=0.02)
+    p.add_argument("--edges", type=int, default=1)
+    p.add_argument("--writers", type=int, default=1)
+    p.add_argument("--results-dir", type=Path, default=REPO / "results")
+    p.add_argument(
+        "--pg-dsn",
+        default=os.environ.get("WALLET_PG_DSN", "postgresql://wallet@127.0.0.1:55432/wallet"),
+    )
+    p.add_argument("--kafka", default=os.environ.get("WALLET_KAFKA_BOOTSTRAP", "127.0.0.1:59092"))
+    p.add_argument("--label", default="", help="free text stored with the result")
+    return p.parse_args(argv)
+
+
+def make_key(workdir: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = workdir / "quadcode-private.pem"
+    public = workdir / "quadcode-public.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+async def fund(stack: BenchStack, n: int, currency: str) -> float:
+    """Create n customers with one funded balance each, through ledger.commands."""
+    producer = make_producer(stack.kafka, "bench-setup")
+    replies = make_consumer(stack.kafka, "bench-setup")
+    await producer.start()
+    await replies.start()
+    bus = CommandBus(
+        producer,
+        replies,
+        commands_topic=topics.topic_name(topics.COMMANDS, stack.prefix),
+        replies_topic=topics.topic_name(topics.REPLIES, stack.prefix),
+        reply_partition=7,
+    )
+    await bus.start()
+    started = time.perf_counter()
+    limiter = asyncio.Semaphore(1000)
+
+    async def send(cmd: Any) -> None:
+        async with limiter:
+            status, body = await bus.submit(cmd, 60.0)
+            if status >= 300:
+                raise RuntimeError(f"setup command failed: {status} {body!r}")
+
+    try:
+        ids = [f"bc-{i}" for i in range(n)]
+        await asyncio.gather(*(send(CreateCustomer(c, "setup")) for c in ids))
+        await asyncio.gather(
+            *(send(OpenBalance(c, f"{c}_{currency}", currency, "setup")) for c in ids)
+        )
+        await asyncio.gather(
+            *(
+                send(
+                    MoneyCommand(
+                        "deposit",
+                        c,
+                        f"{c}_{currency}",
+                        "setup",
+                        "1000000.00",
+                        currency,
+                        "bench funding",
+                    )
+                )
+                for c in ids
+            )
+        )
+    finally:
+        await bus.stop()
+        await replies.stop()
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+def run_loadgen(
+    cfg: dict[str, Any], workdir: Path, sampler: Sampler | None, sample_every: float
+) -> dict[str, Any]:
+    cfg_path = workdir / f"{cfg['run_id']}.json"
+    out_path = workdir / f"{cfg['run_id']}-out.json"
+    cfg_path.write_bytes(orjson.dumps(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(cfg_path), str(out_path)])
+    if sampler is not None:
+        sampler.groups.append(Group("loadgen", [proc.pid]))
+        sampler.start()
+    started = time.perf_counter()
+    while proc.poll() is None:
+        time.sleep(sample_every)
+        if sampler is not None and proc.poll() is None:
+            sampler.sample()
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed with {proc.returncode}")
+    result: dict[str, Any] = orjson.loads(out_path.read_bytes())
+    if sampler is not None:
+        # The load generator's own CPU comes from its rusage (it has exited by now).
+        result["processes"] = sampler.report(elapsed)
+        result["processes"]["loadgen"]["cpu_pct"] = round(
+            result["loadgen_cpu_s"] / elapsed * 100, 1
+        )
+        result["processes"]["loadgen"]["rss_mb_peak"] = result["loadgen_peak_rss_mb"]
+        sampler.groups.pop()
+    return result
+
+
+async def audit_run(stack: BenchStack, run_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The run's own checks plus the ledger-wide audit (after the projection caught up)."""
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT request_id, kind, count(*) AS n FROM journal_entries WHERE request_id LIKE $1 "
+            "GROUP BY request_id, kind",
+            run_id + "-%",
+        )
+        entries = {r["request_id"]: (r["kind"], r["n"]) for r in rows}
+        answered = {rid: kind for rid, kind, _ in result["writes_ok"]}
+        sent_max = result["sent_writes"] + 10_000_000  # ids are "<run>-<seq>", seq <= writes sent
+        checks = {
+            "every_201_has_exactly_one_entry": sum(
+                1 for rid, kind in answered.items() if entries.get(rid) != (kind, 1)
+            ),
+            "every_entry_was_sent_by_the_load_generator": sum(
+                1 for rid in entries if int(rid.rsplit("-", 1)[1]) > sent_max
+            ),
+            "no_entry_counted_twice": sum(1 for _, n in entries.values() if n != 1),
+            "replays_got_the_original_answer": len(result["replay_mismatches"]),
+            "no_5xx": sum(v for k, v in result["statuses"].items() if k.startswith("5")),
+            "no_connection_errors": sum(result["connection_errors"].values()),
+            "requests_were_answered": 0 if result["requests"] > 0 else 1,
+        }
+        result_audit = None
+        for _ in range(150):
+            result_audit = await audit(conn)
+            if result_audit.ok:
+                break
+            await asyncio.sleep(0.2)
+        assert result_audit is not None
+        checks.update({name: result_audit.failures.get(name, 0) for name in result_audit.checked})
+        entries_unanswered = sum(1 for rid in entries if rid not in answered)
+    finally:
+        await conn.close()
+    return {
+        "checks": checks,
+        "ok": not any(checks.values()),
+        "entries": len(entries),
+        "applied_but_unanswered": entries_unanswered,
+    }
+
+
+def versions() -> dict[str, str]:
+    import aiohttp as _a
+    import aiokafka
+    import asyncpg as _p
+
+    out = {
+        "python": platform.python_version(),
+        "aiohttp": _a.__version__,
+        "aiokafka": aiokafka.__version__,
+        "asyncpg": _p.__version__,
+        "kafka": "3.9.1",
+    }
+    try:
+        out["postgres"] = subprocess.run(
+            ["psql", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except OSError:
+        pass
+    return out
+
+
+def infra_groups() -> list[Group]:
+    groups = []
+    kafka_pid = HOME / "kafka" / "kafka.pid"
+    if kafka_pid.exists():
+        groups.append(Group("kafka", [int(kafka_pid.read_text().split()[0])]))
+    pg_pid = HOME / "postgres" / "data" / "postmaster.pid"
+    if pg_pid.exists():
+        groups.append(Group("postgres", [int(pg_pid.read_text().split()[0])], with_children=True))
+    return groups
+
+
+async def run(args: argparse.Namespace) -> int:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    workdir = HOME / "bench" / stamp
+    workdir.mkdir(parents=True, exist_ok=True)
+    private, public = make_key(workdir)
+    stack = BenchStack(
+        args.pg_dsn, args.kafka, workdir, public, writers=args.writers, edges=args.edges
+    )
+    await stack.create()
+    await stack.start()
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    report: dict[str, Any] = {
+        "started": stamp,
+        "label": args.label,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        },
+        "versions": versions(),
+        "settings": {
+            "balances": args.balances,
+            "edges": args.edges,
+            "writers": args.writers,
+            "partitions": {t.name: t.partitions for t in topics.TOPICS},
+            "postgres": "fsync=on, synchronous_commit=on (defaults)",
+            "kafka_producers": "acks=all, enable_idempotence=true, linger_ms=0",
+            "projection": "synchronous_commit=off on its own read-model connection (rebuildable)",
+            "retry_fraction": args.retry_fraction,
+        },
+        "scenarios": {},
+    }
+    ok = True
+    try:
+        report["setup_seconds"] = round(await fund(stack, args.balances, "USD"), 1)
+        print(f"funded {args.balances} balances in {report['setup_seconds']} s")
+        base = {
+            "host": "127.0.0.1",
+            "port": stack.edge_port,
+            "private_key": str(private),
+            "audience": "sandbox",
+            "customers": args.balances,
+            "currency": "USD",
+            "retry_fraction": args.retry_fraction,
+        }
+        if args.warmup > 0:
+            run_loadgen(
+                {
+                    **base,
+                    "mode": "closed",
+                    "duration": args.warmup,
+                    "concurrency": args.concurrency,
+                    "run_id": "warmup",
+                },
+                workdir,
+                None,
+                1.0,
+            )
+        async with aiohttp.ClientSession() as http:
+            for name in scenarios:
+                cfg = dict(base, run_id=f"{name}-{uuid.uuid4().hex[:6]}")
+                if name == "quiet":
+                    cfg.update(
+                        mode="closed",
+                        concurrency=1,
+                        duration=600,
+                        max_requests=args.quiet_requests,
+                        mix=(1.0, 0.0, 0.0),
+                        retry_fraction=0.0,
+                    )
+                elif name.startswith("closed"):
+                    cfg.update(
+                        mode="closed",
+                        concurrency=args.concurrency,
+                        duration=args.duration,
+                        distribution="hotspot" if name.endswith("hotspot") else "uniform",
+                    )
+                elif name == "open":
+                    cfg.update(mode="open", rate=args.rate, duration=args.duration)
+                elif name == "memory":
+                    cfg.update(
+                        mode="open",
+                        rate=args.rate,
+                        duration=args.memory_minutes * 60,
+                        record_writes=True,
+                    )
+                else:
+                    raise SystemExit(f"unknown scenario {name}")
+                groups = [Group(p.name, [p.pid]) for p in stack.procs] + infra_groups()
+                sampler = Sampler(groups)
+                ledgers = [p.url for p in stack.by_kind("ledger")]
+                projection = stack.by_kind("projection")[0].url
+                names_l, names_p = {"ledger_batch_commands"}, {"projection_lag_seconds"}
+                before_l = metrics.merge(*[await metrics.scrape(http, u, names_l) for u in ledgers])
+                before_p = await metrics.scrape(http, projection, names_p)
+                print(f"running {name} ...", flush=True)
+                result = run_loadgen(cfg, workdir, sampler, 5.0 if name == "memory" else 1.0)
+                after_l = metrics.merge(*[await metrics.scrape(http, u, names_l) for u in ledgers])
+                after_p = await metrics.scrape(http, projection, names_p)
+                result["ledger_batch_commands"] = metrics.summary(
+                    metrics.delta(after_l, before_l).get("ledger_batch_commands", {})
+                )
+                result["projection_lag_seconds"] = metrics.summary(
+                    metrics.delta(after_p, before_p).get("projection_lag_seconds", {})
+                )
+                result["audit"] = await audit_run(stack, cfg["run_id"], result)
+                ok = ok and result["audit"]["ok"]
+                result.pop("writes_ok")
+                result["config"] = {k: v for k, v in cfg.items() if k not in ("private_key",)}
+                report["scenarios"][name] = result
+                print_scenario(name, result)
+    finally:
+        stack.stop()
+        await stack.drop()
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / f"bench-{stamp}.json"
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(f"\nfull result: {out}")
+    print("AUDIT PASSED" if ok else "AUDIT FAILED")
+    return 0 if ok else 1
+
+
+def print_scenario(name: str, r: dict[str, Any]) -> None:
+    lat = r["latency_ms"]
+    print(
+        f"\n== {name}: {r['throughput_per_s']:.0f} req/s over {r['elapsed_s']:.1f} s, "
+        f"{r['requests']} requests, statuses {r['statuses']}"
+    )
+    print("   latency ms  " + "  ".join(f"{k} {v}" for k, v in lat.items()))
+    b, lag = r["ledger_batch_commands"], r["projection_lag_seconds"]
+    print(
+        f"   ledger batch: mean {b.get('mean')} commands (p50<= {b.get('p50_le')}, p99<= {b.get('p99_le')});"
+        f" projection lag p50<= {lag.get('p50_le')} s, p99<= {lag.get('p99_le')} s"
+    )
+    print("   process        cpu%   rss MB (first/last/peak)")
+    for proc, v in r.get("processes", {}).items():
+        print(
+            f"   {proc:<13} {v['cpu_pct']:>6}   {v['rss_mb_first']}/{v['rss_mb_last']}/{v['rss_mb_peak']}"
+        )
+    bad = {k: v for k, v in r["audit"]["checks"].items() if v}
+    print(
+        f"   audit: {'ok' if not bad else 'FAILED ' + str(bad)} ({r['audit']['entries']} entries, "
+        f"{r['replays']} replays)"
+    )
+
+
+def main() -> None:
+    import uvloop
+
+    sys.exit(uvloop.run(run(parse_args())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The services under test, started as separate processes on a database and topics of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from wallet_platform import kafka_admin, topics
+from wallet_platform.schema import migrate
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    port: int
+    env: dict[str, str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", self.name.split("#")[0]],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+
+
+@dataclass
+class BenchStack:
+    pg_admin_dsn: str
+    kafka: str
+    workdir: Path
+    quadcode_public_key: Path
+    writers: int = 1
+    edges: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+    database: str = field(default_factory=lambda: "bench_" + uuid.uuid4().hex[:8])
+    prefix: str = field(default_factory=lambda: f"b{uuid.uuid4().hex[:8]}.")
+    procs: list[Proc] = field(default_factory=list)
+    edge_port: int = 0
+
+    @property
+    def dsn(self) -> str:
+        return self.pg_admin_dsn.rsplit("/", 1)[0] + "/" + self.database
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
+        env.update(
+            WALLET_PG_DSN=self.dsn,
+            WALLET_KAFKA_BOOTSTRAP=self.kafka,
+            WALLET_TOPIC_PREFIX=self.prefix,
+            WALLET_QUADCODE_PUBLIC_KEY_FILES=str(self.quadcode_public_key),
+            WALLET_ENVIRONMENT="sandbox",
+            WALLET_LOG_LEVEL="WARNING",
+        )
+        env.update(self.extra_env)
+        env.update(extra)
+        return env
+
+    async def create(self) -> None:
+        admin = await asyncpg.connect(self.pg_admin_dsn)
+        try:
+            await admin.execute(f'CREATE DATABASE "{self.database}"')
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        await kafka_admin.ensure_topics(self.kafka, topics.topics(self.prefix))
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for i in range(self.writers):
+            port = free_port()
+            self.procs.append(
+                Proc(
+                    f"ledger#{i}",
+                    port,
+                    self._env(WALLET_LEDGER_PORT=str(port)),
+                    self.workdir / f"ledger-{i}.log",
+                )
+            )
+        port = free_port()
+        projection = Proc(
+            "projection",
+            port,
+            self._env(WALLET_PROJECTION_PORT=str(port)),
+            self.workdir / "projection.log",
+        )
+        self.procs.append(projection)
+        self.edge_port = free_port()
+        for i in range(self.edges):
+            self.procs.append(
+                Proc(
+                    f"edge#{i}",
+                    self.edge_port,
+                    self._env(
+                        WALLET_EDGE_PORT=str(self.edge_port),
+                        WALLET_EDGE_REPLY_PARTITION=str(i),
+                        WALLET_EDGE_REUSE_PORT="true",
+                        WALLET_PROJECTION_URL=projection.url,
+                    ),
+                    self.workdir / f"edge-{i}.log",
+                )
+            )
+        for proc in self.procs:
+            proc.start()
+        for proc in self.procs:
+            await wait_ready(proc)
+        # Every writer must own partitions before the load starts (group rebalance settled).
+        await asyncio.sleep(1.0 if self.writers == 1 else 4.0)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    async def drop(self) -> None:
+        await kafka_admin.delete_topics(self.kafka, [t.name for t in topics.topics(self.prefix)])
+        admin = await asyncpg.connect(self.pg_admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    def by_kind(self, kind: str) -> list[Proc]:
+        return [p for p in self.procs if p.name.split("#")[0] == kind]
+
+
+async def wait_ready(proc: Proc, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc.popen is not None and proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited: {proc.log.read_text()[-2000:]}")
+            try:
+                async with session.get(proc.url + "/ready") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{proc.name} not ready: {proc.log.read_text()[-2000:]}")
