@@ -10,7 +10,8 @@ export PYTHON := $(PY)
 PYTHON_BIN ?= python3
 
 help:
-	@echo "make run     start Postgres, Kafka, migrate, start edge/ledger/projection, print a demo"
+	@echo "make run     start Postgres, Kafka, migrate, start the services and the Quadcode"
+	@echo "             simulator, print a demo (callbacks, trading room, trades)"
 	@echo "make stop    stop the services, Kafka and Postgres (by pid)"
 	@echo "make status  what is running"
 	@echo "make test    the whole suite against real Postgres and Kafka (started if needed)"
@@ -34,18 +35,41 @@ infra: install
 migrate: infra
 	@$(PY) -m wallet_platform.schema migrate
 
-# A local stand-in for Quadcode's key pair (Quadcode signs callbacks with its private key; the
-# wallet verifies with the public one), made with the openssl commands of Quadcode's README.
-$(WALLET_HOME)/keys/quadcode-private.pem:
-	@mkdir -p $(WALLET_HOME)/keys
-	@openssl ecparam -name prime256v1 -genkey -noout -out $@
-	@openssl ec -in $@ -pubout -out $(WALLET_HOME)/keys/quadcode-public.pem 2>/dev/null
+# Local keys, made with the openssl commands of Quadcode's README (P-256, for ES256):
+# - quadcode-*.pem: a stand-in for Quadcode's pair. The simulator signs the balance callbacks with
+#   the private half; the wallet (edge, projection) verifies them with the public half.
+# - client-*.pem: our own pair, as the B2B client. The operator API signs its calls to Quadcode's
+#   gateway with the private half; the simulator, playing Quadcode, verifies with the public half.
+# Private keys are listed as prerequisites below, so make never treats them as intermediate files
+# (which it would delete).
+KEYS := $(WALLET_HOME)/keys
+QUADCODE_SIM_URL := http://127.0.0.1:18090
 
-$(WALLET_HOME)/wallet.env: $(WALLET_HOME)/keys/quadcode-private.pem
+$(KEYS)/%-private.pem:
+	@mkdir -p $(@D)
+	@(umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out $@)
+
+$(KEYS)/%-public.pem: $(KEYS)/%-private.pem
+	@openssl ec -in $< -pubout -out $@ 2>/dev/null
+
+# The operator API's shared secret (temporary, until HMAC-signed operator API keys exist).
+$(KEYS)/operator-api-token:
+	@mkdir -p $(@D)
+	@(umask 077 && openssl rand -hex 32 > $@)
+
+# Rewritten when a key is new or this Makefile changed; keys and secret are never replaced.
+$(WALLET_HOME)/wallet.env: Makefile $(KEYS)/quadcode-private.pem $(KEYS)/quadcode-public.pem \
+		$(KEYS)/client-private.pem $(KEYS)/client-public.pem $(KEYS)/operator-api-token
 	@printf '%s\n' \
-	  "# Local settings for make run (see README: Configuration)." \
-	  "WALLET_QUADCODE_PUBLIC_KEY_FILES=$(WALLET_HOME)/keys/quadcode-public.pem" \
-	  "WALLET_ENVIRONMENT=sandbox" > $@
+	  "# Local settings for make run (see README: Configuration, Quadcode integration)." \
+	  "WALLET_QUADCODE_PUBLIC_KEY_FILES=$(KEYS)/quadcode-public.pem" \
+	  "WALLET_ENVIRONMENT=sandbox" \
+	  "# Our calls to Quadcode's gateway; locally the simulator plays Quadcode." \
+	  "WALLET_QUADCODE_BASE_URL=$(QUADCODE_SIM_URL)" \
+	  "WALLET_QUADCODE_ISSUER=local-b2b-client" \
+	  "WALLET_QUADCODE_ENVIRONMENT=sandbox" \
+	  "WALLET_QUADCODE_PRIVATE_KEY_PATH=$(KEYS)/client-private.pem" \
+	  "WALLET_OPERATOR_API_TOKEN_FILE=$(KEYS)/operator-api-token" > $@
 
 keys: $(WALLET_HOME)/wallet.env
 
@@ -74,7 +98,7 @@ test-unit: install
 lint: install
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy libs services
+	@$(VENV)/bin/mypy libs services tools
 
 bench: migrate keys
 	@$(PY) -m bench $(BENCH_ARGS)

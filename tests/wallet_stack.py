@@ -25,8 +25,8 @@ from wallet_platform import kafka_admin, topics
 from wallet_platform.schema import migrate
 
 REPO = Path(__file__).resolve().parents[1]
-PG_ADMIN_DSN = os.environ.get("WALLET_TEST_PG_DSN", "postgresql://wallet@127.0.0.1:55432/wallet")
-KAFKA = os.environ.get("WALLET_TEST_KAFKA", "127.0.0.1:59092")
+PG_ADMIN_DSN = os.environ.get("WALLET_TEST_PG_DSN", "postgresql://wallet@127.0.0.1:25432/wallet")
+KAFKA = os.environ.get("WALLET_TEST_KAFKA", "127.0.0.1:29092")
 
 
 def ensure_infrastructure() -> None:

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The demo `make run` prints: a funded demo customer (idempotent: fixed request ids, so running it
 # again replays the same outcomes) and ready-to-run signed curl calls for each Quadcode callback.
+# Then the outbound side: the website opens the trading room through the operator API (the first
+# time, the customer is registered at Quadcode, here the simulator), and the simulator's trading
+# room plays a few options against the wallet's callbacks.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -10,6 +13,9 @@ PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 export WALLET_ENV_FILE=${WALLET_ENV_FILE:-$WALLET_HOME/wallet.env}
 EDGE=http://127.0.0.1:${WALLET_EDGE_PORT:-18080}
 KEY=$WALLET_HOME/keys/quadcode-private.pem
+OPERATOR_API=http://127.0.0.1:${WALLET_OPERATOR_API_PORT:-18083}
+OPERATOR_SECRET=$WALLET_HOME/keys/operator-api-token
+SIMULATOR=http://127.0.0.1:${QUADCODE_SIM_PORT:-18090}
 cli() { (cd "$REPO" && "$PYTHON" -m ledger.cli "$@"); }
 
 echo "== demo customer (through ledger.commands, like every write)"
@@ -40,3 +46,33 @@ curl -s -w '  (HTTP %{http_code}, %{time_total}s)\n' -X POST "$EDGE/v1/customers
 echo
 echo "== statement:"
 cli statement demo-1 demo-1_USD
+
+echo
+echo "== Quadcode: the website opens the trading room for demo-1 through the operator API"
+echo "   (on the first visit Quadcode answers 404 and the customer is registered there first)"
+ROOM_REQUEST='{"balance_id":"demo-1_USD","balance_currency_code":"USD","country_code":"DE","ip":"203.0.113.10","locale":"en_US","site_domain":"trade.example.com","email":"demo-1@example.com","first_name":"Demo"}'
+echo "curl -s -X POST $OPERATOR_API/v1/customers/demo-1/trading-room -H \"Authorization: Bearer \$(cat $OPERATOR_SECRET)\" -d '$ROOM_REQUEST'"
+# The secret goes to curl in a header file on stdin, not on its command line (visible in ps).
+ROOM=$(printf 'Authorization: Bearer %s\n' "$(cat "$OPERATOR_SECRET")" |
+    curl -sS -X POST "$OPERATOR_API/v1/customers/demo-1/trading-room" -H @- \
+        -H 'Content-Type: application/json' -d "$ROOM_REQUEST")
+echo "$ROOM"
+URL=$(printf '%s' "$ROOM" | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin).get("url", ""))')
+if [[ -z $URL ]]; then
+    echo "demo: the trading room did not open (see $WALLET_HOME/logs/operator-api.log)" >&2
+    exit 1
+fi
+echo
+echo "iframe URL (opens once): $URL"
+
+echo
+echo "== balance before trading:"
+cli show demo-1 demo-1_USD
+echo
+echo "== Quadcode's trading room plays 4 options of 5.00 USD against the wallet (simulator -> edge,"
+echo "   Quadcode-signed JWTs; odd options win 1.80x; every attempt of every call is shown):"
+(cd "$REPO" && "$PYTHON" -m simulators.quadcode trade --simulator-url "$SIMULATOR" \
+    --customer-id demo-1 --balance-id demo-1_USD --currency USD --trades 4 --stake 5.00 --format text)
+echo
+echo "== balance after trading (4 x 5.00 staked, 2 x 9.00 paid out: 2.00 less):"
+cli show demo-1 demo-1_USD

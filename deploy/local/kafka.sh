@@ -5,13 +5,13 @@
 #
 # The broker jars come from Maven Central via deploy/kafka/pom.xml (no tarball download needed).
 # State lives in ${WALLET_HOME:-<repo>/.run}/kafka; the broker listens on
-# 127.0.0.1:${WALLET_KAFKA_PORT:-59092} (controller: ${WALLET_KAFKA_CONTROLLER_PORT:-59093}) only.
+# 127.0.0.1:${WALLET_KAFKA_PORT:-29092} (controller: ${WALLET_KAFKA_CONTROLLER_PORT:-29093}) only.
 # Every command is idempotent and safe after a machine restart (stale pid files are ignored).
 #
 # Environment:
 #   WALLET_HOME                   state root (default <repo>/.run)
-#   WALLET_KAFKA_PORT             broker port (59092)
-#   WALLET_KAFKA_CONTROLLER_PORT  KRaft controller port (59093)
+#   WALLET_KAFKA_PORT             broker port (29092)
+#   WALLET_KAFKA_CONTROLLER_PORT  KRaft controller port (29093)
 #   WALLET_KAFKA_LIBS             use/fill this jar dir instead of <state>/libs (lets a second
 #                                 instance, e.g. the integration tests, share the fetched jars)
 #   WALLET_TOPIC_PREFIX           prefix of the project topics that start creates
@@ -35,8 +35,8 @@ CONF=$STATE/server.properties
 PIDFILE=$STATE/kafka.pid
 OUT=$LOGS/kafka.out
 MARKER=$LIBS/.fetched-kafka-$KAFKA_VERSION
-PORT=${WALLET_KAFKA_PORT:-59092}
-CONTROLLER_PORT=${WALLET_KAFKA_CONTROLLER_PORT:-59093}
+PORT=${WALLET_KAFKA_PORT:-29092}
+CONTROLLER_PORT=${WALLET_KAFKA_CONTROLLER_PORT:-29093}
 BOOTSTRAP=127.0.0.1:$PORT
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 READY_TIMEOUT=90

@@ -4,7 +4,7 @@
 #   deploy/local/postgres.sh {start|stop|status|reset}
 #
 # One private cluster per state dir, ${WALLET_HOME:-<repo>/.run}/postgres, listening on
-# 127.0.0.1:${WALLET_PG_PORT:-55432} only. Every command is idempotent and safe to re-run after a
+# 127.0.0.1:${WALLET_PG_PORT:-25432} only. Every command is idempotent and safe to re-run after a
 # machine restart (stale postmaster.pid / socket lock files are cleaned up).
 #
 # Exit codes: 0 ok (status: running), 3 status: stopped, 1 anything else.
@@ -17,7 +17,7 @@ STATE=$WALLET_HOME/postgres
 DATA=$STATE/data
 LOG_DIR=$STATE/log
 LOG=$LOG_DIR/postgres.log
-PORT=${WALLET_PG_PORT:-55432}
+PORT=${WALLET_PG_PORT:-25432}
 DB_NAME=wallet
 DB_ROLE=wallet
 # Postgres refuses to run as root; when we are root, every server-side command runs as this user.

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The wallet's own processes on this machine: edge, ledger, projection (and the simulators, when
-# present). Each runs in the background with a pid file and a log under $WALLET_HOME.
+# The wallet's own processes on this machine: edge, ledger, projection, the operator API, and the
+# Quadcode simulator standing in for Quadcode. Each runs in the background with a pid file and a
+# log under $WALLET_HOME.
 #
-#   deploy/local/services.sh {start|stop|status}
+#   deploy/local/services.sh {start|stop|status} [name...]
 #
-# start is a no-op for a service that is already running, and waits until each answers /ready;
-# stop sends SIGTERM to the pid it started (never by name) and waits for the exit.
+# Without names it acts on every service. start is a no-op for a service that is already running,
+# and waits until each answers /ready; stop sends SIGTERM to the pid it started (never by name) and
+# waits for the exit. A pid file whose process is gone is stale and simply replaced.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,12 +18,54 @@ PIDS=$WALLET_HOME/pids
 LOGS=$WALLET_HOME/logs
 export WALLET_ENV_FILE=${WALLET_ENV_FILE:-$WALLET_HOME/wallet.env}
 
+KEYS=$WALLET_HOME/keys
+EDGE_PORT=${WALLET_EDGE_PORT:-18080}
+# The simulator's port is also in WALLET_QUADCODE_BASE_URL, which the Makefile writes.
+QUADCODE_SIM_PORT=${QUADCODE_SIM_PORT:-18090}
+
 # name:module:port (start order; stop runs in reverse)
 SERVICES=(
     "ledger:ledger:${WALLET_LEDGER_PORT:-18082}"
     "projection:projection:${WALLET_PROJECTION_PORT:-18081}"
-    "edge:edge:${WALLET_EDGE_PORT:-18080}"
+    "edge:edge:$EDGE_PORT"
+    "quadcode-sim:simulators.quadcode:$QUADCODE_SIM_PORT"
+    "operator-api:operator_api:${WALLET_OPERATOR_API_PORT:-18083}"
 )
+
+# A WALLET_ setting as the services see it: the environment wins over $WALLET_ENV_FILE.
+setting() {
+    local name=$1
+    if [[ -n ${!name:-} ]]; then
+        echo "${!name}"
+    elif [[ -f $WALLET_ENV_FILE ]]; then
+        sed -n "s/^$name=//p" "$WALLET_ENV_FILE" | tail -n 1
+    fi
+}
+
+# Command-line arguments of a service (the wallet's own services read only WALLET_ settings).
+# The simulator plays Quadcode: it verifies our gateway calls with our public key and the issuer
+# and environment we sign with, and signs its callbacks to the edge with "Quadcode's" key.
+service_args() {
+    ARGS=()
+    if [[ $1 == quadcode-sim ]]; then
+        ARGS=(
+            --host 127.0.0.1 --port "$QUADCODE_SIM_PORT"
+            --client-public-key "$KEYS/client-public.pem"
+            --issuer "$(setting WALLET_QUADCODE_ISSUER)"
+            --audience "$(setting WALLET_QUADCODE_ENVIRONMENT)"
+            --qc-private-key "$KEYS/quadcode-private.pem"
+            --wallet-base-url "http://127.0.0.1:$EDGE_PORT"
+        )
+    fi
+}
+
+# Whether a service was named on the command line (no names: all of them).
+selected() {
+    local name=$1 wanted
+    ((${#NAMES[@]} == 0)) && return 0
+    for wanted in "${NAMES[@]}"; do [[ $wanted == "$name" ]] && return 0; done
+    return 1
+}
 
 alive() {
     local pid=$1
@@ -55,12 +99,14 @@ start() {
     [[ -f $WALLET_ENV_FILE ]] || { echo "services.sh: $WALLET_ENV_FILE missing (run make run)" >&2; exit 1; }
     for entry in "${SERVICES[@]}"; do
         IFS=: read -r name module port <<<"$entry"
+        selected "$name" || continue
         pid=$(pid_of "$name")
         if alive "$pid"; then
             echo "$name already running (pid $pid) on http://127.0.0.1:$port"
             continue
         fi
-        (cd "$REPO" && exec setsid "$PYTHON" -m "$module" >>"$LOGS/$name.log" 2>&1) &
+        service_args "$name"
+        (cd "$REPO" && exec setsid "$PYTHON" -m "$module" "${ARGS[@]}" >>"$LOGS/$name.log" 2>&1) &
         pid=$!
         echo "$pid" >"$PIDS/$name.pid"
         wait_ready "$name" "$port" "$pid"
@@ -71,6 +117,7 @@ start() {
 stop() {
     for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
         IFS=: read -r name _ _ <<<"${SERVICES[$i]}"
+        selected "$name" || continue
         pid=$(pid_of "$name")
         if alive "$pid"; then
             kill -TERM "$pid"
@@ -89,6 +136,7 @@ status() {
     local rc=0
     for entry in "${SERVICES[@]}"; do
         IFS=: read -r name _ port <<<"$entry"
+        selected "$name" || continue
         pid=$(pid_of "$name")
         if alive "$pid"; then
             echo "$name running (pid $pid) on http://127.0.0.1:$port"
@@ -100,9 +148,17 @@ status() {
     return $rc
 }
 
-case ${1:-} in
+ACTION=${1:-}
+NAMES=("${@:2}")
+for wanted in "${NAMES[@]}"; do
+    known=no
+    for entry in "${SERVICES[@]}"; do [[ ${entry%%:*} == "$wanted" ]] && known=yes; done
+    [[ $known == yes ]] || { echo "services.sh: unknown service $wanted" >&2; exit 1; }
+done
+
+case $ACTION in
     start) start ;;
     stop) stop ;;
     status) status ;;
-    *) echo "usage: $0 {start|stop|status}" >&2; exit 1 ;;
+    *) echo "usage: $0 {start|stop|status} [name...]" >&2; exit 1 ;;
 esac

@@ -62,6 +62,8 @@ _TABLE = (
     ErrorCode("internal_error", 500, "Unexpected server error; retry with the same request_id."),
     ErrorCode("ledger_timeout", 503, "The ledger did not answer in time; retry the same request."),
     ErrorCode("unavailable", 503, "A dependency is unavailable; retry the same request later."),
+    # Appended (the table only grows): the operator API's static shared secret was wrong.
+    ErrorCode("invalid_credentials", 403, "The operator API credentials are wrong."),
 )
 
 ERRORS: dict[str, ErrorCode] = {e.code: e for e in _TABLE}

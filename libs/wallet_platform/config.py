@@ -25,11 +25,17 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     pg_dsn: str = Field(
-        default="postgresql://wallet@127.0.0.1:55432/wallet",
+        default="postgresql://wallet@127.0.0.1:25432/wallet",
         description="Postgres connection string of the ledger database.",
     )
     kafka_bootstrap: str = Field(
-        default="127.0.0.1:59092", description="Kafka bootstrap servers, comma separated."
+        default="127.0.0.1:29092", description="Kafka bootstrap servers, comma separated."
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=1000,
+        description="Longest a consumer fetch waits at the broker when it has no data.",
     )
     topic_prefix: str = Field(
         default="", description="Namespace prefix for every topic (tests use one per run)."

@@ -28,7 +28,12 @@ def make_producer(
 
 
 def make_consumer(
-    bootstrap: str, client_id: str, *, group_id: str | None = None, **extra: Any
+    bootstrap: str,
+    client_id: str,
+    *,
+    group_id: str | None = None,
+    fetch_max_wait_ms: int = 100,
+    **extra: Any,
 ) -> AIOKafkaConsumer:
     """A consumer that never commits offsets to Kafka on its own: every service stores its
     offsets itself (in Postgres, with its output) or reads from a known position."""
@@ -38,7 +43,7 @@ def make_consumer(
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "fetch_max_wait_ms": 100,
+        "fetch_max_wait_ms": fetch_max_wait_ms,
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
     }
     params.update(extra)

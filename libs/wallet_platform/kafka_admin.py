@@ -5,8 +5,8 @@ error codes instead of exceptions), so this module turns them into plain results
 
 Command line (used by ``deploy/local/kafka.sh``)::
 
-    python -m wallet_platform.kafka_admin wait --bootstrap 127.0.0.1:59092 --timeout 90
-    python -m wallet_platform.kafka_admin ensure-topics --bootstrap 127.0.0.1:59092 [--prefix P]
+    python -m wallet_platform.kafka_admin wait --bootstrap 127.0.0.1:29092 --timeout 90
+    python -m wallet_platform.kafka_admin ensure-topics --bootstrap 127.0.0.1:29092 [--prefix P]
     python -m wallet_platform.kafka_admin delete-topics --bootstrap ... (--prefix P | NAME ...)
 
 ``--bootstrap`` defaults to ``$WALLET_KAFKA_BOOTSTRAP``, ``--prefix`` to ``$WALLET_TOPIC_PREFIX``.
@@ -36,7 +36,7 @@ from aiokafka.errors import (
 
 from wallet_platform.topics import TopicSpec, topics
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:59092"
+DEFAULT_BOOTSTRAP = "127.0.0.1:29092"
 
 # Per-request timeout for admin calls. Short, because a local broker either answers quickly or is
 # not up yet; wait_until_ready does the patient retrying.

@@ -107,7 +107,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     producer = make_producer(
         settings.kafka_bootstrap, "edge", linger_ms=settings.edge_producer_linger_ms
     )
-    replies = make_consumer(settings.kafka_bootstrap, f"edge-{settings.edge_reply_partition}")
+    replies = make_consumer(
+        settings.kafka_bootstrap,
+        f"edge-{settings.edge_reply_partition}",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+    )
     await producer.start()
     await replies.start()
     bus = CommandBus(

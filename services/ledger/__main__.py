@@ -47,6 +47,7 @@ async def run(settings: LedgerSettings) -> None:
         "ledger",
         group_id=settings.topic_prefix + settings.ledger_group,
         max_poll_records=settings.ledger_max_batch,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     await producer.start()
     writer = Writer(

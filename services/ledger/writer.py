@@ -60,6 +60,21 @@ BATCH_SECONDS = Histogram(
     "Time to write one batch to Postgres",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
+BATCH_CYCLE_SECONDS = Histogram(
+    "ledger_batch_cycle_seconds",
+    "Time to handle one batch: look up outcomes, decide, write, answer",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+LOOKUP_SECONDS = Histogram(
+    "ledger_lookup_seconds",
+    "Time to look up stored outcomes for one batch",
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
+)
+QUEUED_SECONDS = Histogram(
+    "ledger_command_queued_seconds",
+    "From a command's Kafka timestamp to the start of its batch",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
 OUTCOMES = Counter("ledger_outcomes_total", "Commands decided, by status", ["status"])
 DEAD_LETTERS = Counter("ledger_dead_letters_total", "Undecodable commands sent to the DLQ")
 
@@ -217,8 +232,12 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                 work.append((owned, msg, cmd, envelope))
         if not ends:
             return
+        if work:
+            QUEUED_SECONDS.observe(max(0.0, time.time() - work[0][1].timestamp / 1000))
         try:
+            t_lookup = time.perf_counter()
             stored = await store.stored_outcomes(self.conn, missing)
+            LOOKUP_SECONDS.observe(time.perf_counter() - t_lookup)
             await self._dead_letter(dead)
             rows, replies, facts = self._decide_all(work, stored, ends)
             t0 = time.perf_counter()
@@ -238,6 +257,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._answer(replies)
         self._publish(facts)
         BATCH_SIZE.observe(len(work))
+        BATCH_CYCLE_SECONDS.observe(time.perf_counter() - started)
         self.batches += 1
         self.last_batch_at = time.monotonic()
         log.debug(
@@ -245,6 +265,10 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             commands=len(work),
             partitions=sorted(ends),
             ms=round((time.perf_counter() - started) * 1000, 2),
+            write_ms=round((time.perf_counter() - t0) * 1000, 2),
+            oldest_wait_ms=round(time.time() * 1000 - min(m.timestamp for _, m, _, _ in work), 1)
+            if work
+            else None,
         )
 
     def _decide_all(

@@ -38,6 +38,7 @@ async def run(settings: ProjectionSettings) -> None:
         "projection",
         group_id=settings.topic_prefix + settings.projection_group,
         max_poll_records=5000,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     follower = Follower(conn, consumer, topic, model)
     consumer.subscribe([topic], listener=follower)

@@ -11,7 +11,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from projection.model import BalanceRow, ReadModel
 
@@ -22,6 +22,8 @@ LAG_SECONDS = Histogram(
     "Time from a fact's occurrence in the ledger to the projection applying it",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
 )
+
+BAD_FACTS = Counter("projection_unreadable_facts_total", "Facts that could not be applied")
 
 
 async def load_model(conn: asyncpg.Connection) -> ReadModel:
@@ -80,7 +82,18 @@ class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
         now = time.time()
         for tp, messages in records.items():
             for msg in messages:
-                customer, key = self.model.apply(msg.value)
+                try:
+                    customer, key = self.model.apply(msg.value)
+                except (ValueError, KeyError, TypeError) as exc:
+                    # A fact we cannot read must not stop the read model for everyone: count it,
+                    # log where it is, and go on (it stays in the topic for inspection).
+                    BAD_FACTS.inc()
+                    log.error(
+                        "fact_unreadable",
+                        message_id=f"{msg.partition}:{msg.offset}",
+                        error=repr(exc),
+                    )
+                    continue
                 customers.add(customer)
                 if key is not None:
                     balances.add(key)

@@ -12,7 +12,7 @@ import jwt
 import orjson
 import pytest
 
-from conftest import Operator, Wallet
+from wallet_clients import Operator, Wallet
 from wallet_stack import QuadcodeKey, Stack, wait_ready
 
 pytestmark = pytest.mark.e2e

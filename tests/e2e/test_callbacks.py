@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 import pytest
 
-from conftest import Operator, Wallet
+from wallet_clients import Operator, Wallet
 from wallet_stack import Stack
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,8 @@ import uuid
 import asyncpg
 import pytest
 
-from conftest import Answer, Operator, Wallet
 from ledger.audit import audit
+from wallet_clients import Answer, Operator, Wallet
 from wallet_stack import Stack, wait_ready
 
 pytestmark = pytest.mark.e2e

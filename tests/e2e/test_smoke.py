@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from conftest import Operator, Wallet
+from wallet_clients import Operator, Wallet
 from wallet_platform import topics
 from wallet_platform.kafka import make_consumer
 from wallet_stack import KAFKA, Stack

@@ -15,6 +15,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+
+from quadcode_gateway import generate_keypair
 from quadcode_harness import (
     ClientFactory,
     FakeWallet,
@@ -24,8 +26,6 @@ from quadcode_harness import (
     start_simulator,
     stop_simulator,
 )
-
-from quadcode_gateway import generate_keypair
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from quadcode_harness import ClientFactory, RecordingSleep, SimulatorHooks
 
 from quadcode_gateway import (
     AllowedCountry,
@@ -30,6 +29,7 @@ from quadcode_gateway import (
     UnprocessableEntity,
     Visit,
 )
+from quadcode_harness import ClientFactory, RecordingSleep, SimulatorHooks
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,6 @@ import pytest
 import yaml
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
-from quadcode_harness import ClientFactory, SimulatorHooks
 
 from quadcode_gateway import (
     NewCustomer,
@@ -28,6 +27,7 @@ from quadcode_gateway import (
     TradingBalance,
     Visit,
 )
+from quadcode_harness import ClientFactory, SimulatorHooks
 
 pytestmark = pytest.mark.integration
 

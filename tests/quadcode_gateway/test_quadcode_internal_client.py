@@ -20,7 +20,6 @@ import pytest_asyncio
 from aiohttp import web
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest
-from quadcode_harness import AUDIENCE, ISSUER, Keys, RecordingSleep
 
 from quadcode_gateway import (
     CountryRestricted,
@@ -37,6 +36,7 @@ from quadcode_gateway import (
 )
 from quadcode_gateway.internal import BlockStatusCode, UserLoginUrlRequest
 from quadcode_gateway.models import BalanceType
+from quadcode_harness import AUDIENCE, ISSUER, Keys, RecordingSleep
 
 pytestmark = pytest.mark.integration
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from quadcode_harness import Keys
 
 from quadcode_gateway import InternalBalanceClient, QuadcodeGatewayClient
 from quadcode_gateway.settings import QuadcodeGatewaySettings
+from quadcode_harness import Keys
 from wallet_platform.config import ConfigError, load_settings
 
 

@@ -10,9 +10,9 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from quadcode_harness import AUDIENCE, ISSUER, Keys, SimulatorHooks
 
 from quadcode_gateway.tokens import load_private_key, load_public_key
+from quadcode_harness import AUDIENCE, ISSUER, Keys, SimulatorHooks
 from simulators.quadcode.auth import ClientTokenVerifier, TokenRejected
 
 NOW = 1_700_000_000

@@ -9,9 +9,10 @@ import aiohttp
 import jwt
 import pytest
 import pytest_asyncio
-from quadcode_harness import AUDIENCE, FakeWallet, Keys, RecordingSleep
 
 from quadcode_gateway.tokens import load_public_key
+from quadcode_harness import AUDIENCE, FakeWallet, Keys, RecordingSleep
+from simulators.quadcode.__main__ import render_text
 from simulators.quadcode.trader import TradePlan, TradingRoomPlayer, quadcode_signer
 
 PLAN = TradePlan(
@@ -119,3 +120,53 @@ async def test_insufficient_funds_is_not_retried_and_opens_nothing(
     assert [t.outcome for t in report.trades] == ["not_opened", "not_opened"]
     assert report.trades[0].debit.attempts == [402]
     assert report.balance_before == report.balance_after == "0.50"
+
+
+@pytest.mark.unit
+def test_text_report_shows_every_attempt_and_each_answer() -> None:
+    def call(
+        operation: str, amount: str, attempts: list[object], body: object
+    ) -> dict[str, object]:
+        status = attempts[-1] if isinstance(attempts[-1], int) else None
+        return {
+            "operation": operation,
+            "amount": amount,
+            "attempts": attempts,
+            "status": status,
+            "body": body,
+        }
+
+    report = {
+        "currency_code": "USD",
+        "balance_before": "10.00",
+        "balance_after": "8.80",
+        "trades": [
+            {
+                "number": 1,
+                "outcome": "win",
+                "debit": call(
+                    "debit", "5.00", ["connection_error", 201], {"balance_current_amount": "5.00"}
+                ),
+                "credit": call("credit", "9.00", [201], {"balance_current_amount": "14.00"}),
+            },
+            {
+                "number": 2,
+                "outcome": "not_opened",
+                "debit": call("debit", "50.00", [402], {"error": "insufficient_funds"}),
+                "credit": None,
+            },
+            {
+                "number": 3,
+                "outcome": "unknown",
+                "debit": call("debit", "1.00", ["timeout"] * 2, None),
+            },
+        ],
+    }
+
+    assert render_text(report).splitlines() == [
+        "balance before (GET): 10.00 USD",
+        "option 1 win   debit 5.00: connection_error -> 201, balance 5.00; credit 9.00: 201, balance 14.00",
+        "option 2 not_opened  debit 50.00: 402 (insufficient_funds)",
+        "option 3 unknown  debit 1.00: timeout -> timeout",
+        "balance after (GET):  8.80 USD",
+    ]

@@ -9,7 +9,6 @@ from decimal import Decimal
 import aiohttp
 import orjson
 import pytest
-from quadcode_harness import REPO, ClientFactory, FakeWallet, SimulatorHooks
 
 from quadcode_gateway import (
     CountryRestricted,
@@ -20,6 +19,7 @@ from quadcode_gateway import (
     Visit,
     open_trading_room,
 )
+from quadcode_harness import REPO, ClientFactory, FakeWallet, SimulatorHooks
 
 pytestmark = pytest.mark.integration
 

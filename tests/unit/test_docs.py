@@ -9,6 +9,7 @@ import pytest
 from edge.settings import EdgeSettings
 from ledger.settings import LedgerSettings
 from ledger_core.errors import ERRORS
+from operator_api.settings import OperatorApiSettings
 from projection.settings import ProjectionSettings
 
 pytestmark = pytest.mark.unit
@@ -22,6 +23,6 @@ def test_every_error_code_is_in_the_readme_table_with_its_status() -> None:
 
 
 def test_every_setting_is_documented() -> None:
-    for cls in (EdgeSettings, LedgerSettings, ProjectionSettings):
+    for cls in (EdgeSettings, LedgerSettings, ProjectionSettings, OperatorApiSettings):
         for name in cls.model_fields:
             assert f"`WALLET_{name.upper()}`" in README, name

@@ -69,3 +69,11 @@ def test_read_model_ignores_duplicates_and_older_facts() -> None:
     assert once.balances[("c", "b")].amount == 125_000_000
     assert once.customers["c"] is True and once.gaps == 0
     assert twice.balance_body("c", "b")[0] == "customer_blocked"
+
+
+@pytest.mark.parametrize("payload", [b"x", b"{}", b'{"type": "entry.posted"}', b"[]"])
+def test_an_unreadable_fact_is_refused_without_changing_the_model(payload: bytes) -> None:
+    model = ReadModel()
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        model.apply(payload)
+    assert model == ReadModel()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import subprocess
@@ -38,6 +39,13 @@ REPO = Path(__file__).resolve().parents[2]
 HOME = Path(os.environ.get("WALLET_HOME", REPO / ".run"))
 
 SCENARIOS = ("quiet", "closed-uniform", "closed-hotspot", "open")
+LEDGER_HISTOGRAMS = (
+    "ledger_batch_commands",
+    "ledger_batch_seconds",
+    "ledger_batch_cycle_seconds",
+    "ledger_lookup_seconds",
+    "ledger_command_queued_seconds",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,9 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results-dir", type=Path, default=REPO / "results")
     p.add_argument(
         "--pg-dsn",
-        default=os.environ.get("WALLET_PG_DSN", "postgresql://wallet@127.0.0.1:55432/wallet"),
+        default=os.environ.get("WALLET_PG_DSN", "postgresql://wallet@127.0.0.1:25432/wallet"),
     )
-    p.add_argument("--kafka", default=os.environ.get("WALLET_KAFKA_BOOTSTRAP", "127.0.0.1:59092"))
+    p.add_argument("--kafka", default=os.environ.get("WALLET_KAFKA_BOOTSTRAP", "127.0.0.1:29092"))
     p.add_argument("--label", default="", help="free text stored with the result")
     return p.parse_args(argv)
 
@@ -226,12 +234,10 @@ def versions() -> dict[str, str]:
         "asyncpg": _p.__version__,
         "kafka": "3.9.1",
     }
-    try:
+    with contextlib.suppress(OSError):
         out["postgres"] = subprocess.run(
             ["psql", "--version"], capture_output=True, text=True, timeout=10
         ).stdout.strip()
-    except OSError:
-        pass
     return out
 
 
@@ -338,16 +344,17 @@ async def run(args: argparse.Namespace) -> int:
                 sampler = Sampler(groups)
                 ledgers = [p.url for p in stack.by_kind("ledger")]
                 projection = stack.by_kind("projection")[0].url
-                names_l, names_p = {"ledger_batch_commands"}, {"projection_lag_seconds"}
+                names_l = set(LEDGER_HISTOGRAMS)
+                names_p = {"projection_lag_seconds"}
                 before_l = metrics.merge(*[await metrics.scrape(http, u, names_l) for u in ledgers])
                 before_p = await metrics.scrape(http, projection, names_p)
                 print(f"running {name} ...", flush=True)
                 result = run_loadgen(cfg, workdir, sampler, 5.0 if name == "memory" else 1.0)
                 after_l = metrics.merge(*[await metrics.scrape(http, u, names_l) for u in ledgers])
                 after_p = await metrics.scrape(http, projection, names_p)
-                result["ledger_batch_commands"] = metrics.summary(
-                    metrics.delta(after_l, before_l).get("ledger_batch_commands", {})
-                )
+                ledger_delta = metrics.delta(after_l, before_l)
+                for hist in LEDGER_HISTOGRAMS:
+                    result[hist] = metrics.summary(ledger_delta.get(hist, {}))
                 result["projection_lag_seconds"] = metrics.summary(
                     metrics.delta(after_p, before_p).get("projection_lag_seconds", {})
                 )
@@ -377,13 +384,28 @@ def print_scenario(name: str, r: dict[str, Any]) -> None:
     print("   latency ms  " + "  ".join(f"{k} {v}" for k, v in lat.items()))
     b, lag = r["ledger_batch_commands"], r["projection_lag_seconds"]
     print(
-        f"   ledger batch: mean {b.get('mean')} commands (p50<= {b.get('p50_le')}, p99<= {b.get('p99_le')});"
+        f"   ledger batch: mean {b.get('mean')} commands "
+        f"(p50<= {b.get('p50_le')}, p99<= {b.get('p99_le')});"
         f" projection lag p50<= {lag.get('p50_le')} s, p99<= {lag.get('p99_le')} s"
+    )
+    stages = (
+        "ledger_command_queued_seconds",
+        "ledger_lookup_seconds",
+        "ledger_batch_seconds",
+        "ledger_batch_cycle_seconds",
+    )
+    print(
+        "   ledger stages (mean ms): "
+        + ", ".join(
+            f"{s.split('_', 1)[1].rsplit('_', 1)[0]} {r[s].get('mean', 0) * 1000:.2f}"
+            for s in stages
+        )
     )
     print("   process        cpu%   rss MB (first/last/peak)")
     for proc, v in r.get("processes", {}).items():
         print(
-            f"   {proc:<13} {v['cpu_pct']:>6}   {v['rss_mb_first']}/{v['rss_mb_last']}/{v['rss_mb_peak']}"
+            f"   {proc:<13} {v['cpu_pct']:>6}   "
+            f"{v['rss_mb_first']}/{v['rss_mb_last']}/{v['rss_mb_peak']}"
         )
     bad = {k: v for k, v in r["audit"]["checks"].items() if v}
     print(

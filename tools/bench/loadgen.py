@@ -232,8 +232,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-async def main_async(cfg: Config) -> dict[str, Any]:
-    tokens = Tokens(Path(cfg.private_key).read_bytes(), cfg.audience)
+async def main_async(cfg: Config, key_pem: bytes) -> dict[str, Any]:
+    tokens = Tokens(key_pem, cfg.audience)
     traffic = Traffic(cfg)
     results = Results()
     started = time.perf_counter()
@@ -266,7 +266,7 @@ def main() -> None:
     import uvloop
 
     cfg = Config.load(sys.argv[1])
-    out = uvloop.run(main_async(cfg))
+    out = uvloop.run(main_async(cfg, Path(cfg.private_key).read_bytes()))
     Path(sys.argv[2]).write_bytes(orjson.dumps(out))
 
 

@@ -166,8 +166,8 @@ class BenchStack:
         return [p for p in self.procs if p.name.split("#")[0] == kind]
 
 
-async def wait_ready(proc: Proc, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_ready(proc: Proc, within: float = 60) -> None:
+    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if proc.popen is not None and proc.popen.poll() is not None:

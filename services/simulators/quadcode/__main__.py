@@ -8,6 +8,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 import orjson
@@ -65,7 +66,38 @@ def trade_parser() -> argparse.ArgumentParser:
     parser.add_argument("--payout", help="payout ratio of a win, decimal string")
     parser.add_argument("--wallet-base-url", help="overrides the simulator's --wallet-base-url")
     parser.add_argument("--wallet-timeout", type=float)
+    parser.add_argument(
+        "--format",
+        choices=("json", "text"),
+        default="json",
+        help="json: the whole report; text: one line per option (for demos)",
+    )
     return parser
+
+
+def _call_text(call: dict[str, Any]) -> str:
+    # Every attempt is shown: a retry after a lost answer reads "connection_error -> 201".
+    attempts = " -> ".join(str(attempt) for attempt in call.get("attempts", []))
+    head = f"{call['operation']} {call['amount']}: {attempts}"
+    body = call.get("body")
+    if not isinstance(body, dict):
+        return head
+    if call.get("status") == 201:
+        return f"{head}, balance {body.get('balance_current_amount')}"
+    return f"{head} ({body.get('error')})"
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """The trade report as a few human-readable lines: balances, and per option its calls."""
+    currency = report.get("currency_code", "")
+    lines = [f"balance before (GET): {report.get('balance_before')} {currency}"]
+    for trade in report.get("trades", []):
+        calls = [_call_text(trade["debit"])]
+        if trade.get("credit"):
+            calls.append(_call_text(trade["credit"]))
+        lines.append(f"option {trade['number']} {trade['outcome']:<4}  " + "; ".join(calls))
+    lines.append(f"balance after (GET):  {report.get('balance_after')} {currency}")
+    return "\n".join(lines)
 
 
 async def request_trades(args: argparse.Namespace) -> tuple[int, bytes]:
@@ -100,12 +132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["trade"]:
-        status, body = asyncio.run(request_trades(trade_parser().parse_args(args[1:])))
+        trade_args = trade_parser().parse_args(args[1:])
+        status, body = asyncio.run(request_trades(trade_args))
         try:
-            shown = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode()
+            report = orjson.loads(body)
         except orjson.JSONDecodeError:
-            shown = body.decode("utf-8", "replace")
-        print(shown)
+            print(body.decode("utf-8", "replace"))
+            return 1
+        if trade_args.format == "text" and status == 200 and isinstance(report, dict):
+            print(render_text(report))
+        else:
+            print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return 0 if status == 200 else 1
     if args[:1] == ["serve"]:
         args = args[1:]

@@ -7,6 +7,9 @@ Middlewares (outermost first), applied to the gateway API only:
 2. ``forced_response``: a test hook may delay or replace the next answers;
 3. ``ip_allowlist``: 403 for callers outside the allowed networks;
 4. ``authenticate``: 401 unless the B2B client's JWT passes Quadcode's rules.
+
+Like every process of the project it also answers ``GET /health``, ``GET /ready`` and
+``GET /metrics`` (``deploy/local/services.sh`` waits for ``/ready``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from simulators.quadcode.gateway import (
 )
 from simulators.quadcode.hooks import QC_PUBLIC_PEM, QC_SIGNER, WALLET_SESSION, add_hook_routes
 from simulators.quadcode.state import SimulatorState
+from wallet_platform.service import READINESS, add_operational_routes
 
 VERIFIER = web.AppKey("client_token_verifier", ClientTokenVerifier)
 _RECORDED_REQUEST_HEADERS = ("Authorization", "Content-Type")
@@ -123,6 +127,11 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
+async def _serving() -> dict[str, bool]:
+    # The simulator holds everything in memory: once it answers HTTP, it is ready.
+    return {"simulator": True}
+
+
 async def _wallet_session(app: web.Application) -> AsyncIterator[None]:
     # One pooled session for every wallet callback the trader makes.
     async with aiohttp.ClientSession() as session:
@@ -157,6 +166,8 @@ def build_app(config: SimulatorConfig, *, clock: Clock = time.time) -> web.Appli
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     app.cleanup_ctx.append(_wallet_session)
+    add_operational_routes(app)
+    app[READINESS].append(_serving)
     add_gateway_routes(app)
     add_hook_routes(app)
     return app

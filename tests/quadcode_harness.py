@@ -1,6 +1,8 @@
 """The Quadcode test harness: keys, the simulator process and its hooks, a fake wallet.
 
-Imported by this folder's conftest and tests (the folder is on ``sys.path`` when they run).
+It lives at the top of ``tests/`` (on ``sys.path`` through the root conftest) because both the
+gateway tests (tests/quadcode_gateway) and the end-to-end tests against the real wallet
+(tests/e2e) start the simulator.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from aiohttp import web
 from quadcode_gateway import QuadcodeGatewayClient, RetryPolicy, TokenSigner
 from quadcode_gateway.tokens import load_public_key
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 ISSUER = "acme-b2b"
 AUDIENCE = "sandbox"
 START_TIMEOUT = 20.0
@@ -80,7 +82,28 @@ def stop_simulator(process: subprocess.Popen[bytes]) -> None:
 
 
 def start_simulator(keys: Keys, log_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``python -m simulators.quadcode`` and wait until it is listening."""
+    """Start ``python -m simulators.quadcode`` with the test keys and wait until it listens."""
+    return launch_simulator(
+        log_path,
+        client_public_key=keys.ours_public,
+        qc_private_key=keys.qc_private,
+        extra=extra,
+    )
+
+
+def launch_simulator(
+    log_path: Path,
+    *,
+    client_public_key: Path,
+    qc_private_key: Path,
+    issuer: str = ISSUER,
+    audience: str = AUDIENCE,
+    extra: tuple[str, ...] = (),
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the simulator on a free loopback port; returns the process and the bound port.
+
+    The simulator is stopped (by pid) if it does not come up.
+    """
     command = [
         sys.executable,
         "-m",
@@ -90,13 +113,13 @@ def start_simulator(keys: Keys, log_path: Path, *extra: str) -> tuple[subprocess
         "--port",
         "0",
         "--client-public-key",
-        str(keys.ours_public),
+        str(client_public_key),
         "--issuer",
-        ISSUER,
+        issuer,
         "--audience",
-        AUDIENCE,
+        audience,
         "--qc-private-key",
-        str(keys.qc_private),
+        str(qc_private_key),
         *extra,
     ]
     with log_path.open("wb") as log_file:
@@ -149,9 +172,11 @@ class SimulatorHooks:
         status, body = await self._get(f"/_sim/customers/{customer_id}")
         return body if status == 200 else None
 
-    async def trade(self, **plan: object) -> tuple[int, Any]:
+    async def trade(self, *, hook_timeout: float = 10.0, **plan: object) -> tuple[int, Any]:
         async with self._session.post(
-            self.base_url + "/_sim/trade", data=orjson.dumps(plan), timeout=HOOK_TIMEOUT
+            self.base_url + "/_sim/trade",
+            data=orjson.dumps(plan),
+            timeout=aiohttp.ClientTimeout(total=hook_timeout),
         ) as response:
             return response.status, orjson.loads(await response.read())
 

@@ -1,0 +1,29 @@
+"""Run the operator API: ``python -m operator_api``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from operator_api.app import build_app
+from operator_api.settings import OperatorApiSettings
+from wallet_platform.config import load_settings
+from wallet_platform.logging import setup_logging
+from wallet_platform.service import install_uvloop, serve_until_signalled
+
+
+async def run(settings: OperatorApiSettings) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    setup_logging("operator_api", settings.log_level)
+    app = build_app(settings)
+    await serve_until_signalled(app, settings.host, settings.operator_api_port)
+
+
+def main() -> None:
+    """Load and check the settings, then serve."""
+    settings = load_settings(OperatorApiSettings)
+    install_uvloop()
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Settings of the operator API (environment prefix ``WALLET_``).
+
+The Quadcode gateway settings (``WALLET_QUADCODE_BASE_URL``, ``..._ISSUER``, ``..._ENVIRONMENT``,
+``..._PRIVATE_KEY_PATH`` and the timeouts) come from :class:`QuadcodeGatewaySettings`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from quadcode_gateway.settings import QuadcodeGatewaySettings
+from quadcode_gateway.tokens import KeyFileError, TokenSigner
+from wallet_platform.config import ENV_PREFIX, CommonSettings, ConfigError, read_secret
+
+MIN_TOKEN_LENGTH: Final = 32
+"""Shortest shared secret accepted: 32 characters (``openssl rand -hex 32`` gives 64)."""
+
+
+class OperatorApiSettings(CommonSettings, QuadcodeGatewaySettings):
+    """Where the operator API listens, how callers prove who they are, and how to reach Quadcode."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    operator_api_port: int = Field(
+        default=18083, ge=1, le=65535, description="Port of the operator API."
+    )
+    operator_api_token_file: str = Field(
+        default="",
+        description="File holding the shared bearer secret callers must send (temporary).",
+    )
+    operator_api_token: str = Field(
+        default="",
+        repr=False,
+        description="Alternatively, the shared bearer secret itself (inline).",
+    )
+    operator_api_max_body_bytes: int = Field(
+        default=8192, ge=1024, le=1_048_576, description="Larger bodies are refused (400)."
+    )
+    operator_api_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        le=120,
+        description="Longest a trading-room request may take, Quadcode retries included.",
+    )
+
+    def token_digest(self) -> bytes:
+        """SHA-256 of the shared secret (surrounding whitespace, e.g. a file's newline, removed).
+
+        Only the digest is kept: requests are compared digest to digest in constant time, which
+        also hides the secret's length.
+        """
+        secret = read_secret(
+            self.operator_api_token_file or None,
+            self.operator_api_token or None,
+            "the operator API secret (WALLET_OPERATOR_API_TOKEN_FILE or WALLET_OPERATOR_API_TOKEN)",
+        ).strip()
+        if len(secret) < MIN_TOKEN_LENGTH:
+            raise ConfigError(
+                "configuration error: the operator API secret must be at least "
+                f"{MIN_TOKEN_LENGTH} characters (try: openssl rand -hex 32)"
+            )
+        return hashlib.sha256(secret).digest()
+
+    def checked_signer(self) -> TokenSigner:
+        """Our Quadcode signer, with an unreadable key reported as a configuration error."""
+        try:
+            return self.signer()
+        except KeyFileError as exc:
+            raise ConfigError(
+                f"configuration error: WALLET_QUADCODE_PRIVATE_KEY_PATH: {exc}"
+            ) from None
+        except ValueError as exc:  # e.g. a renew margin longer than the token lifetime
+            raise ConfigError(f"configuration error: WALLET_QUADCODE_TOKEN_*: {exc}") from None
