@@ -64,15 +64,24 @@ def quadcode_key() -> QuadcodeKey:
 
 
 @pytest.fixture(scope="module")
+def stack_env() -> dict[str, str]:
+    """Extra WALLET_ settings for a module's stack (override in the module)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 async def stack(
-    pg_template: str, quadcode_key: QuadcodeKey, tmp_path_factory: pytest.TempPathFactory
+    pg_template: str,
+    quadcode_key: QuadcodeKey,
+    tmp_path_factory: pytest.TempPathFactory,
+    stack_env: dict[str, str],
 ) -> AsyncIterator[Stack]:
     """The three services as processes on a database and topic namespace of their own. Shared by
     the tests of one module; each test uses customer ids of its own."""
     database = await create_database(pg_template)
     prefix = f"s{uuid.uuid4().hex[:10]}."
     await create_topics(prefix)
-    s = Stack(database, prefix, tmp_path_factory.mktemp("stack"), quadcode_key)
+    s = Stack(database, prefix, tmp_path_factory.mktemp("stack"), quadcode_key, dict(stack_env))
     try:
         await s.start()
         yield s

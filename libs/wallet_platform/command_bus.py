@@ -18,6 +18,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ledger_core.commands import Command, Envelope, encode
+from ledger_core.replies import decode_replies
 
 log = structlog.get_logger()
 
@@ -103,8 +104,12 @@ class CommandBus:
                 continue
             for messages in batches.values():
                 for msg in messages:
-                    headers = dict(msg.headers)
-                    command_id = headers.get("command_id", b"").decode()
-                    future = self._pending.get(command_id)
-                    if future is not None and not future.done():
-                        future.set_result((int(headers.get("status", b"500")), msg.value))
+                    try:
+                        replies = decode_replies(msg.value)
+                    except (ValueError, TypeError):
+                        log.error("reply_unreadable", message_id=f"{msg.partition}:{msg.offset}")
+                        continue
+                    for command_id, status, body in replies:
+                        future = self._pending.get(command_id)
+                        if future is not None and not future.done():
+                            future.set_result((status, body))

@@ -8,6 +8,7 @@ on SIGTERM or SIGINT.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -50,12 +51,19 @@ def add_operational_routes(app: web.Application) -> None:
 
 
 def install_uvloop() -> None:
-    """Use uvloop when it is available: the services are event-loop bound."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
-        return
+    """Tune the runtime for a long-running, event-loop-bound service: uvloop, and a garbage
+    collector that does not stop the loop every few hundred requests.
+
+    Request handling allocates many short-lived, acyclic objects that reference counting frees
+    at once; the cyclic collector mostly rescans long-lived startup objects. So those are frozen
+    (moved out of the collector's view) and collections run far less often.
+    """
+    import uvloop
+
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 async def serve_until_signalled(

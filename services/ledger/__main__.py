@@ -34,6 +34,7 @@ async def run(settings: LedgerSettings) -> None:
         await conn.close()
         raise SystemExit(2) from None
     await store.ensure_currencies(conn)
+    second = await asyncpg.connect(settings.pg_dsn)
     pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=2)
     names = Topics(
         commands=topics.topic_name(topics.COMMANDS, settings.topic_prefix),
@@ -51,12 +52,13 @@ async def run(settings: LedgerSettings) -> None:
     )
     await producer.start()
     writer = Writer(
-        conn,
+        [conn, second],
         consumer,
         producer,
         names,
         max_batch=settings.ledger_max_batch,
         outcome_cache=settings.ledger_outcome_cache,
+        verify_seconds=settings.ledger_verify_seconds,
     )
     consumer.subscribe([names.commands], listener=writer)
     await consumer.start()
@@ -75,6 +77,7 @@ async def run(settings: LedgerSettings) -> None:
         await consumer.stop()
         await producer.stop()
         await pool.close()
+        await second.close()
         await conn.close()
 
     stop_serving = asyncio.Event()

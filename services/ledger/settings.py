@@ -20,3 +20,8 @@ class LedgerSettings(CommonSettings):
         ge=0,
         description="Recent outcomes kept in memory per writer, for fast retries.",
     )
+    ledger_verify_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="After a takeover, look every unknown request up in Postgres for this long.",
+    )

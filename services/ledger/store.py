@@ -271,3 +271,11 @@ async def save_published(conn: asyncpg.Connection, cursor: PartitionCursor) -> N
         cursor.published_seq,
         cursor.epoch,
     )
+
+
+async def stored_epoch(conn: asyncpg.Connection, partition: int) -> int | None:
+    """The epoch of the writer that owns ``partition`` now, as Postgres knows it."""
+    epoch: int | None = await conn.fetchval(
+        "SELECT epoch FROM ledger_partitions WHERE partition = $1", partition
+    )
+    return epoch

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +46,7 @@ from ledger_core.decide import (
     decide,
 )
 from ledger_core.facts import facts_for
+from ledger_core.replies import Reply, encode_replies
 from ledger_core.state import PartitionState
 
 log = structlog.get_logger()
@@ -76,9 +77,15 @@ QUEUED_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
 OUTCOMES = Counter("ledger_outcomes_total", "Commands decided, by status", ["status"])
+OPTIMISTIC_MISSES = Counter(
+    "ledger_stored_outcome_misses_total",
+    "Batches decided again because a request turned out to have a stored outcome",
+)
 DEAD_LETTERS = Counter("ledger_dead_letters_total", "Undecodable commands sent to the DLQ")
 
 Key = tuple[str, str, str]
+# Batches whose writes may be in flight at once (each on its own connection).
+PIPELINE_DEPTH = 2
 
 
 @dataclass(slots=True)
@@ -97,6 +104,18 @@ class Owned:
 
 
 @dataclass(slots=True)
+class InFlight:
+    """A batch whose write was sent: what to do once it lands."""
+
+    task: asyncio.Task[None]
+    ends: dict[int, int]
+    replies: list[tuple[Envelope, Decision]]
+    facts: dict[int, list[tuple[int, str, bytes]]]
+    commands: int
+    started: float
+
+
+@dataclass(slots=True)
 class Topics:
     commands: str
     events: str
@@ -109,15 +128,26 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(
         self,
-        conn: asyncpg.Connection,
+        conns: list[asyncpg.Connection],
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         topics: Topics,
         *,
         max_batch: int,
         outcome_cache: int,
+        verify_seconds: float = 10.0,
     ) -> None:
-        self.conn = conn
+        # Batches alternate between connections so one batch is decided and looked up while the
+        # previous one is being written (and several commits can share a WAL flush).
+        self.conns = conns
+        self.conn = conns[0]  # ownership changes and republishing, with nothing in flight
+        self.next_conn = 0
+        self.in_flight: deque[InFlight] = deque()
+        self.broken: dict[int, bool] = {}  # partition -> fenced? (else: reload it)
+        # After a takeover (or a request found only in Postgres) every unknown key is looked up
+        # for this long; then the writer trusts its memory (see _start_batch).
+        self.verify_seconds = verify_seconds
+        self.verify_until = 0.0
         self.consumer = consumer
         self.producer = producer
         self.topics = topics
@@ -135,12 +165,14 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self._lock:
+            await self._drain()
             for tp in sorted(assigned):
                 await self._take(tp.partition)
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         async with self._lock:
+            await self._drain()
             for tp in revoked:
                 owned = self.owned.pop(tp.partition, None)
                 if owned is not None:
@@ -152,6 +184,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         state = await store.load_partition(self.conn, partition)
         owned = Owned(cursor, state)
         self.owned[partition] = owned
+        self.verify_until = max(self.verify_until, time.monotonic() + self.verify_seconds)
         self.consumer.seek(TopicPartition(self.topics.commands, partition), cursor.next_offset)
         await self._republish(owned)
         log.info(
@@ -189,6 +222,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def close(self) -> None:
         """Finish publishing and record progress; the batch in flight has already committed."""
         async with self._lock:
+            await self._drain()
             for owned in list(self.owned.values()):
                 await self._settle_publishing(owned)
 
@@ -196,17 +230,27 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            records = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+            # With a write in flight, only take what is already fetched (and let the fetcher ask
+            # for more); with nothing in flight, wait for work.
+            wait_ms = 0 if self.in_flight else 200
+            records = await self.consumer.getmany(timeout_ms=wait_ms, max_records=self.max_batch)
             async with self._lock:
                 if records:
-                    await self._process(records)
-                for owned in list(self.owned.values()):
-                    task = owned.publishing
-                    if task is not None and task.done() and not task.result():
-                        owned.publishing = None
-                        await self._republish(owned)
+                    await self._start_batch(records)
+                while self.in_flight and (len(self.in_flight) >= PIPELINE_DEPTH or not records):
+                    await self._complete_oldest()
+                if not self.in_flight:
+                    await self._recover_pending()
+                    for owned in list(self.owned.values()):
+                        task = owned.publishing
+                        if task is not None and task.done() and not task.result():
+                            owned.publishing = None
+                            await self._republish(owned)
 
-    async def _process(self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+    async def _start_batch(
+        self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> None:
+        """Decide a batch against memory and send its write; it completes in order, later."""
         started = time.perf_counter()
         work: list[tuple[Owned, ConsumerRecord[Any, Any], Command, Envelope]] = []
         dead: list[tuple[ConsumerRecord[Any, Any], str]] = []
@@ -217,8 +261,8 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             if owned is not None:
                 # Records fetched before a rebalance may predate the stored position.
                 messages = [m for m in messages if m.offset >= owned.cursor.next_offset]
-            if owned is None or not messages:
-                continue  # revoked, fenced or already applied while the records were in flight
+            if owned is None or not messages or tp.partition in self.broken:
+                continue  # revoked, fenced, being recovered, or already applied
             ends[tp.partition] = messages[-1].offset + 1
             for msg in messages:
                 try:
@@ -234,58 +278,115 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         if work:
             QUEUED_SECONDS.observe(max(0.0, time.time() - work[0][1].timestamp / 1000))
+        conn = self.conns[self.next_conn]
+        self.next_conn = (self.next_conn + 1) % len(self.conns)
+        # Outcomes of this writer's own decisions are in memory. A key that is not may still be
+        # in Postgres (decided before a takeover, or evicted): right after a takeover, and after
+        # such a key turned up, every unknown key is looked up first. Otherwise the batch is
+        # decided as if they were new, and the idempotency table's primary key catches the rare
+        # old one: the batch fails whole and is decided again, looked up.
+        verify_all = time.monotonic() < self.verify_until
         try:
             t_lookup = time.perf_counter()
-            stored = await store.stored_outcomes(self.conn, missing)
+            stored = await store.stored_outcomes(conn, missing) if verify_all else {}
             LOOKUP_SECONDS.observe(time.perf_counter() - t_lookup)
             await self._dead_letter(dead)
-            rows, replies, facts = self._decide_all(work, stored, ends)
-            t0 = time.perf_counter()
-            await store.apply_batch(self.conn, rows)
-            BATCH_SECONDS.observe(time.perf_counter() - t0)
-        except store.Fenced:
-            log.warning("writer_fenced", partitions=sorted(ends))
-            await self._recover(ends, fenced=True)
-            return
+            rows, replies, facts, unverified = self._decide_all(work, stored, ends, verify_all)
+            if unverified:
+                # Answers that store nothing (400s) can not trip the primary key: check them.
+                await self._verify(conn, unverified, replies)
         except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
             log.error("batch_failed", error=repr(exc), partitions=sorted(ends))
-            await asyncio.sleep(0.5)
-            await self._recover(ends, fenced=False)
+            self.broken.update(dict.fromkeys(ends, False))
             return
         for partition, end in ends.items():
+            # Optimistic: the next batch expects this one's end. If this one fails, the next
+            # one's conditional offset update fails too, and both partitions are reloaded.
             self.owned[partition].cursor.next_offset = end
-        await self._answer(replies)
-        self._publish(facts)
-        BATCH_SIZE.observe(len(work))
-        BATCH_CYCLE_SECONDS.observe(time.perf_counter() - started)
+        previous = self.in_flight[-1].task if self.in_flight else None
+        task = asyncio.create_task(self._write(conn, rows, previous))
+        self.in_flight.append(InFlight(task, ends, replies, facts, len(work), started))
+
+    @staticmethod
+    async def _write(
+        conn: asyncpg.Connection, rows: store.BatchRows, previous: asyncio.Task[None] | None
+    ) -> None:
+        # Writes go out strictly in order: two connections give no ordering between them, and a
+        # batch expects the offsets the previous one stores. What overlaps the previous write is
+        # this batch's lookup and decisions, which is where the time goes.
+        if previous is not None:
+            await asyncio.wait([previous])
+        t0 = time.perf_counter()
+        await store.apply_batch(conn, rows)
+        BATCH_SECONDS.observe(time.perf_counter() - t0)
+
+    async def _complete_oldest(self) -> None:
+        """Wait for the oldest write; answer and publish if it landed, else mark for recovery."""
+        batch = self.in_flight.popleft()
+        try:
+            await batch.task
+        except store.Fenced as exc:
+            # Genuine fencing only if this was the partition's first failure: a batch queued
+            # behind a failed one fails its offset check for that reason alone.
+            for partition in batch.ends:
+                self.broken.setdefault(partition, True)
+            log.warning("batch_fenced", partitions=sorted(batch.ends), detail=str(exc))
+            return
+        except asyncpg.UniqueViolationError:
+            # A request decided before this writer's memory (see _start_batch): decide the
+            # batch again, looking every unknown key up for a while.
+            OPTIMISTIC_MISSES.inc()
+            # At least long enough for the batch to come round again, looked up this time.
+            self.verify_until = time.monotonic() + max(self.verify_seconds, 10.0)
+            log.info("outcome_found_in_store", partitions=sorted(batch.ends))
+            for partition in batch.ends:
+                self.broken.setdefault(partition, False)
+            return
+        except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
+            log.error("batch_failed", error=repr(exc), partitions=sorted(batch.ends))
+            for partition in batch.ends:
+                self.broken.setdefault(partition, False)
+            return
+        await self._answer(batch.replies)
+        self._publish(batch.facts)
+        BATCH_SIZE.observe(batch.commands)
+        BATCH_CYCLE_SECONDS.observe(time.perf_counter() - batch.started)
         self.batches += 1
         self.last_batch_at = time.monotonic()
         log.debug(
             "batch_applied",
-            commands=len(work),
-            partitions=sorted(ends),
-            ms=round((time.perf_counter() - started) * 1000, 2),
-            write_ms=round((time.perf_counter() - t0) * 1000, 2),
-            oldest_wait_ms=round(time.time() * 1000 - min(m.timestamp for _, m, _, _ in work), 1)
-            if work
-            else None,
+            commands=batch.commands,
+            partitions=sorted(batch.ends),
+            ms=round((time.perf_counter() - batch.started) * 1000, 2),
         )
+
+    async def _drain(self) -> None:
+        while self.in_flight:
+            await self._complete_oldest()
+        await self._recover_pending()
 
     def _decide_all(
         self,
         work: list[tuple[Owned, ConsumerRecord[Any, Any], Command, Envelope]],
         stored: dict[Key, StoredOutcome],
         ends: dict[int, int],
+        verified: bool,
     ) -> tuple[
-        store.BatchRows, list[tuple[Envelope, Decision]], dict[int, list[tuple[int, str, bytes]]]
+        store.BatchRows,
+        list[tuple[Envelope, Decision]],
+        dict[int, list[tuple[int, str, bytes]]],
+        list[tuple[int, Owned, Command]],
     ]:
         rows = store.BatchRows()
         replies: list[tuple[Envelope, Decision]] = []
         facts: dict[int, list[tuple[int, str, bytes]]] = {}
+        unverified: list[tuple[int, Owned, Command]] = []
         for owned, msg, cmd, envelope in work:
             key = idempotency_key(cmd)
             prior = owned.outcomes.get(key) or stored.get(key)
             decision = decide(owned.state, cmd, prior)
+            if prior is None and not verified and not decision.record:
+                unverified.append((len(replies), owned, cmd))
             apply(owned.state, decision)  # optimistic: reloaded from Postgres if the batch fails
             partition = owned.cursor.partition
             at = datetime.fromtimestamp(msg.timestamp / 1000, tz=UTC)
@@ -305,22 +406,36 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             replies.append((envelope, decision))
         for partition, end in ends.items():
             rows.add_cursor(self.owned[partition].cursor, end)
-        return rows, replies, facts
+        return rows, replies, facts, unverified
+
+    async def _verify(
+        self,
+        conn: asyncpg.Connection,
+        unverified: list[tuple[int, Owned, Command]],
+        replies: list[tuple[Envelope, Decision]],
+    ) -> None:
+        """Re-decide answers that stored nothing against outcomes stored earlier, if any. Such
+        decisions have no effects, so only their answers can change (to the stored one or 409)."""
+        stored = await store.stored_outcomes(conn, [idempotency_key(c) for _, _, c in unverified])
+        for index, owned, cmd in unverified:
+            prior = stored.get(idempotency_key(cmd))
+            if prior is not None:
+                envelope, _ = replies[index]
+                replies[index] = (envelope, decide(owned.state, cmd, prior))
 
     async def _answer(self, replies: list[tuple[Envelope, Decision]]) -> None:
-        """Tell the waiting edges; a lost reply only costs the caller a retry (503)."""
+        """Tell the waiting processes, one message per reply partition; a lost reply only costs
+        the caller a retry (503), never a second posting."""
+        by_partition: dict[int, list[Reply]] = {}
         for envelope, decision in replies:
-            if envelope.reply_to < 0:
-                continue
-            outcome = decision.outcome
+            if envelope.reply_to >= 0:
+                outcome = decision.outcome
+                by_partition.setdefault(envelope.reply_to, []).append(
+                    (envelope.command_id, outcome.status, outcome.body)
+                )
+        for partition, items in by_partition.items():
             await self.producer.send(
-                self.topics.replies,
-                outcome.body,
-                partition=envelope.reply_to,
-                headers=[
-                    ("command_id", envelope.command_id.encode()),
-                    ("status", str(outcome.status).encode()),
-                ],
+                self.topics.replies, encode_replies(items), partition=partition
             )
 
     def _publish(self, facts: dict[int, list[tuple[int, str, bytes]]]) -> None:
@@ -370,13 +485,24 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             DEAD_LETTERS.inc()
         await asyncio.gather(*futures)
 
-    async def _recover(self, ends: dict[int, int], *, fenced: bool) -> None:
-        """Drop memory for the batch's partitions; reload them unless another writer owns them."""
-        for partition in ends:
+    async def _recover_pending(self) -> None:
+        """Reload partitions whose batch failed (memory ran ahead of Postgres), or let go of the
+        ones another writer took over. Called with no write in flight."""
+        if not self.broken:
+            return
+        broken, self.broken = self.broken, {}
+        if not all(broken.values()):
+            await asyncio.sleep(0.5)  # a failing database: do not spin
+        for partition, fenced in broken.items():
             owned = self.owned.pop(partition, None)
             if owned is not None and owned.publishing is not None:
                 await asyncio.shield(owned.publishing)
             tp = TopicPartition(self.topics.commands, partition)
+            if fenced and owned is not None:
+                # Fenced by a newer epoch means another writer owns it; the same epoch with
+                # another offset means our memory disagrees with Postgres: reload, do not stop.
+                stored_epoch = await store.stored_epoch(self.conn, partition)
+                fenced = stored_epoch != owned.cursor.epoch
             if fenced:
                 # The group gave the partition to someone else; stop reading it until the
                 # rebalance that must follow tells us what we own.

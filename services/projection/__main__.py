@@ -40,7 +40,9 @@ async def run(settings: ProjectionSettings) -> None:
         max_poll_records=5000,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
-    follower = Follower(conn, consumer, topic, model)
+    follower = Follower(
+        conn, consumer, topic, model, flush_seconds=settings.projection_flush_ms / 1000
+    )
     consumer.subscribe([topic], listener=follower)
     await consumer.start()
     stop = asyncio.Event()
@@ -60,6 +62,7 @@ async def run(settings: ProjectionSettings) -> None:
             await task
         except Exception:
             log.exception("follower_failed")
+        await follower.flush()
         await consumer.stop()
         await pool.close()
         await conn.close()

@@ -41,13 +41,27 @@ async def load_model(conn: asyncpg.Connection) -> ReadModel:
 
 class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(
-        self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, topic: str, model: ReadModel
+        self,
+        conn: asyncpg.Connection,
+        consumer: AIOKafkaConsumer,
+        topic: str,
+        model: ReadModel,
+        *,
+        flush_seconds: float = 0.2,
     ) -> None:
         self.conn = conn
         self.consumer = consumer
         self.topic = topic
         self.model = model
         self.applied = 0
+        # Reads are answered from memory the moment a fact is applied; Postgres only keeps a
+        # checkpoint (rows and offsets together) to restart from, so it is written at most every
+        # ``flush_seconds`` instead of once per small batch.
+        self.flush_seconds = flush_seconds
+        self._dirty_customers: set[str] = set()
+        self._dirty_balances: set[tuple[str, str]] = set()
+        self._offsets: dict[int, int] = {}
+        self._last_flush = time.monotonic()
         # Rebalance callbacks run in aiokafka's coordinator task: keep them and a batch apart.
         self._lock = asyncio.Lock()
 
@@ -66,19 +80,23 @@ class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self.consumer.seek_to_beginning(tp)
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._lock:
+            await self.flush()
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             records = await self.consumer.getmany(timeout_ms=200, max_records=5000)
-            if records:
-                async with self._lock:
-                    await self._apply(records)
+            async with self._lock:
+                if records:
+                    self._apply(records)
+                if time.monotonic() - self._last_flush >= self.flush_seconds:
+                    await self.flush()
 
-    async def _apply(self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
-        customers: set[str] = set()
-        balances: set[tuple[str, str]] = set()
-        offsets: dict[int, int] = {}
+    def _apply(self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        customers = self._dirty_customers
+        balances = self._dirty_balances
+        offsets = self._offsets
         now = time.time()
         for tp, messages in records.items():
             for msg in messages:
@@ -98,8 +116,18 @@ class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
                 if key is not None:
                     balances.add(key)
                 LAG_SECONDS.observe(max(0.0, now - msg.timestamp / 1000))
-            offsets[tp.partition] = messages[-1].offset + 1
+            if messages:
+                offsets[tp.partition] = messages[-1].offset + 1
             self.applied += len(messages)
+
+    async def flush(self) -> None:
+        """Checkpoint the changed rows and the offsets that produced them, in one transaction."""
+        self._last_flush = time.monotonic()
+        if not self._offsets:
+            return
+        balances, self._dirty_balances = self._dirty_balances, set()
+        customers, self._dirty_customers = self._dirty_customers, set()
+        offsets, self._offsets = self._offsets, {}
         at = datetime.now(tz=UTC)
         b_rows = [(c, b, self.model.balances[(c, b)]) for c, b in balances]
         c_rows = [(c, self.model.customers[c]) for c in customers if c in self.model.customers]

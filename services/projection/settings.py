@@ -11,6 +11,12 @@ class ProjectionSettings(CallbackAuthSettings):
     projection_port: int = Field(
         default=18081, ge=1, le=65535, description="Port of the balance reads."
     )
+    projection_flush_ms: int = Field(
+        default=200,
+        ge=0,
+        le=60_000,
+        description="Most time between checkpoints of the read model to Postgres.",
+    )
     projection_group: str = Field(default="projection", description="Consumer group name.")
     projection_trusted_proxies: str = Field(
         default="127.0.0.1/32,::1/128",

@@ -4,15 +4,24 @@ code with its body, replays and conflicts, races, and crash recovery."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 
 import asyncpg
 import pytest
 
+from ledger_core.commands import OpenBalance
 from wallet_clients import Operator, Wallet
-from wallet_stack import Stack
+from wallet_stack import Stack, wait_ready
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack_env() -> dict[str, str]:
+    # The ledger trusts its memory at once (no lookup window after takeover), so these tests
+    # exercise the optimistic path and its fallback when a request was decided before.
+    return {"WALLET_LEDGER_VERIFY_SECONDS": "0"}
 
 
 async def entries_for(stack: Stack, request_id: str) -> int:
@@ -324,3 +333,30 @@ async def test_racing_retries_of_one_request_id_make_one_entry(
     assert {(a.status, a.body) for a in answers} == {(201, answers[0].body)}
     assert await entries_for(stack, request_id) == 1
     assert (await wallet.read_eventually(customer, balance, "93.00")).json["amount"] == "93.00"
+
+
+# -- restarts -------------------------------------------------------------------------------------
+
+
+async def test_retries_after_a_ledger_restart_get_the_stored_outcomes(
+    operator: Operator, wallet: Wallet, stack: Stack, unique: str
+) -> None:
+    customer, balance = await operator.customer_with_balance("USD", "10.00")
+    paid = await wallet.debit(customer, balance, "3.00", request_id=f"paid-{unique}")
+    ghost = f"ghost-{unique}"
+    missing = await wallet.debit(ghost, f"{ghost}_USD", "1.00", request_id=f"miss-{unique}")
+    stack.ledger.signal(signal.SIGTERM)
+    assert stack.ledger.wait(30) == 0
+    stack.ledger.start()
+    await wait_ready(stack.ledger)
+    # The ghost now exists, in another currency: decided afresh, the retry would be a 400.
+    await operator.customer_with_balance("EUR", None, customer_id=ghost)
+    await operator.send(OpenBalance(ghost, f"{ghost}_USD", "EUR", uuid.uuid4().hex))
+
+    paid_again = await wallet.debit(customer, balance, "3.00", request_id=f"paid-{unique}")
+    missing_again = await wallet.debit(ghost, f"{ghost}_USD", "1.00", request_id=f"miss-{unique}")
+
+    assert (paid_again.status, paid_again.body) == (201, paid.body)
+    assert (missing_again.status, missing_again.body) == (404, missing.body)
+    assert await entries_for(stack, f"paid-{unique}") == 1
+    assert (await wallet.read_eventually(customer, balance, "7.00")).json["amount"] == "7.00"

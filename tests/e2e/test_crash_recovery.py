@@ -119,7 +119,8 @@ async def test_ledger_killed_mid_stream_loses_and_doubles_nothing(
         await asyncio.sleep(0.5)
         stack.ledger.start()
 
-    results, _ = await asyncio.gather(asyncio.gather(*(run(*item) for item in plan)), killer())
+    async with asyncio.timeout(180):
+        results, _ = await asyncio.gather(asyncio.gather(*(run(*item) for item in plan)), killer())
 
     assert stack.ledger.proc is not None and stack.ledger.proc.poll() is None
     entries = await count_entries(stack, [item[3] for item in plan])
