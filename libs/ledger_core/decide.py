@@ -125,12 +125,18 @@ class Decision:
         return None
 
 
+def _exact(data: bytes) -> bytes:
+    """A right-sized copy: orjson's output keeps a ~4 KiB allocation behind even a short result,
+    and stored outcomes live long in the writer's memory."""
+    return bytes(memoryview(data))
+
+
 def _error(code: str, message: str | None = None, *, record: bool = True) -> Decision:
-    return Decision(Outcome(status_of(code), error_body(code, message), code), record)
+    return Decision(Outcome(status_of(code), _exact(error_body(code, message)), code), record)
 
 
 def _ok(status: int, body: Mapping[str, object], *effects: Effect) -> Decision:
-    return Decision(Outcome(status, orjson.dumps(body)), True, effects)
+    return Decision(Outcome(status, _exact(orjson.dumps(body))), True, effects)
 
 
 def decide(state: PartitionState, cmd: Command, prior: StoredOutcome | None) -> Decision:

@@ -16,7 +16,7 @@ class LedgerSettings(CommonSettings):
         default=2000, ge=1, le=50_000, description="Most commands applied in one transaction."
     )
     ledger_outcome_cache: int = Field(
-        default=200_000,
+        default=10_000,
         ge=0,
         description="Recent outcomes kept in memory per writer, for fast retries.",
     )
