@@ -8,13 +8,14 @@ so a writer can answer "seen before?" from its own partition's data alone.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-from ledger_core.money import parse_amount
+from ledger_core.money import AmountError, parse_amount, parse_amount_or_zero
 
 MoneyKind = Literal["debit", "credit", "deposit", "withdrawal"]
 MONEY_KINDS: frozenset[str] = frozenset({"debit", "credit", "deposit", "withdrawal"})
@@ -84,7 +85,72 @@ class SetBlocked:
         return "block" if self.blocked else "unblock"
 
 
-Command = MoneyCommand | CreateCustomer | OpenBalance | SetBlocked
+@dataclass(frozen=True, slots=True)
+class ExchangeReserve:
+    """Hold ``amount`` of the source balance for an exchange into the target balance.
+
+    The exchange id is the request id: one reservation per exchange, ever. The source balance's
+    available amount drops at once; its total balance moves only when the exchange settles.
+    """
+
+    customer_id: str
+    exchange_id: str
+    source_balance_id: str
+    target_balance_id: str
+    amount: str  # source currency, validated decimal string
+    currency: str  # the source balance's currency
+    target_currency: str  # the target balance's currency
+    comment: str  # the order's details (instruments, markup, quote), for people
+
+    scope = "exchange_reserve"
+
+    @property
+    def request_id(self) -> str:
+        return self.exchange_id
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSettle:
+    """Post a reserved exchange: source -> clearing, clearing -> target, margins, rounding.
+
+    Amounts are in the target currency, exact in its minor units (zero allowed): what the
+    customer is paid, the markup revenue, the affiliate margin and the rounding remainder.
+    """
+
+    customer_id: str
+    exchange_id: str
+    order_id: str
+    target_currency: str
+    paid: str
+    markup_revenue: str
+    affiliate_margin: str
+    rounding: str
+
+    scope = "exchange_settle"
+
+    @property
+    def request_id(self) -> str:
+        return self.exchange_id
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeVoid:
+    """Release a reserved exchange: nothing else moves."""
+
+    customer_id: str
+    exchange_id: str
+    order_id: str  # empty when no order was created
+    reason: str
+
+    scope = "exchange_void"
+
+    @property
+    def request_id(self) -> str:
+        return self.exchange_id
+
+
+ExchangeCommand = ExchangeReserve | ExchangeSettle | ExchangeVoid
+Command = MoneyCommand | CreateCustomer | OpenBalance | SetBlocked | ExchangeCommand
 
 
 def idempotency_key(cmd: Command) -> tuple[str, str, str]:
@@ -98,11 +164,15 @@ def fingerprint(cmd: Command) -> bytes:
     Amounts are compared by value in minor units, so "10.5" and "10.50" are the same request.
     """
     if isinstance(cmd, MoneyCommand):
+        try:
+            amount = str(parse_amount(cmd.amount, cmd.currency))
+        except AmountError:
+            amount = "raw:" + cmd.amount  # never equal to a valid amount's fingerprint
         parts: list[Any] = [
             cmd.kind,
             cmd.customer_id,
             cmd.balance_id,
-            str(parse_amount(cmd.amount, cmd.currency)),
+            amount,
             cmd.currency,
             cmd.comment,
         ]
@@ -110,9 +180,45 @@ def fingerprint(cmd: Command) -> bytes:
         parts = ["create_customer", cmd.customer_id]
     elif isinstance(cmd, OpenBalance):
         parts = ["open_balance", cmd.customer_id, cmd.balance_id, cmd.currency]
-    else:
+    elif isinstance(cmd, SetBlocked):
         parts = ["set_blocked", cmd.customer_id, cmd.blocked]
+    elif isinstance(cmd, ExchangeReserve):
+        parts = [
+            "exchange_reserve",
+            cmd.customer_id,
+            cmd.exchange_id,
+            cmd.source_balance_id,
+            cmd.target_balance_id,
+            _value(cmd.amount, cmd.currency),
+            cmd.currency,
+            cmd.target_currency,
+            cmd.comment,
+        ]
+    elif isinstance(cmd, ExchangeSettle):
+        parts = [
+            "exchange_settle",
+            cmd.customer_id,
+            cmd.exchange_id,
+            cmd.order_id,
+            cmd.target_currency,
+            *(
+                _value(a, cmd.target_currency, zero=True)
+                for a in (cmd.paid, cmd.markup_revenue, cmd.affiliate_margin, cmd.rounding)
+            ),
+        ]
+    else:
+        parts = ["exchange_void", cmd.customer_id, cmd.exchange_id, cmd.order_id, cmd.reason]
     return hashlib.blake2b(orjson.dumps(parts), digest_size=16).digest()
+
+
+def _value(amount: str, currency: str, *, zero: bool = False) -> str:
+    """An amount by value for a fingerprint ("10.5" is "10.50"); the text itself if invalid
+    (such a command is refused with a 400 and never stored)."""
+    try:
+        minor = parse_amount_or_zero(amount, currency) if zero else parse_amount(amount, currency)
+    except ValueError:
+        return "invalid:" + amount
+    return str(minor)
 
 
 def encode(cmd: Command, envelope: Envelope) -> bytes:
@@ -142,14 +248,25 @@ def encode(cmd: Command, envelope: Envelope) -> bytes:
             currency=cmd.currency,
             request_id=cmd.request_id,
         )
-    else:
+    elif isinstance(cmd, SetBlocked):
         body.update(
             type="set_blocked",
             customer_id=cmd.customer_id,
             blocked=cmd.blocked,
             request_id=cmd.request_id,
         )
+    else:
+        body["type"] = cmd.scope
+        body.update((f.name, getattr(cmd, f.name)) for f in dataclasses.fields(cmd))
     return orjson.dumps(body)
+
+
+# The exchange commands on the wire: "type" is the scope, every field a string.
+EXCHANGE_TYPES: dict[str, type[ExchangeReserve] | type[ExchangeSettle] | type[ExchangeVoid]] = {
+    ExchangeReserve.scope: ExchangeReserve,
+    ExchangeSettle.scope: ExchangeSettle,
+    ExchangeVoid.scope: ExchangeVoid,
+}
 
 
 def _text(obj: dict[str, Any], name: str) -> str:
@@ -197,6 +314,9 @@ def decode(raw: bytes) -> tuple[Command, Envelope]:
         if not isinstance(blocked, bool):
             raise CommandError("blocked must be a boolean")
         cmd = SetBlocked(_text(obj, "customer_id"), blocked, _text(obj, "request_id"))
+    elif isinstance(kind, str) and kind in EXCHANGE_TYPES:
+        cls = EXCHANGE_TYPES[kind]
+        cmd = cls(*(_text(obj, f.name) for f in dataclasses.fields(cls)))
     else:
         raise CommandError(f"unknown command type {kind!r}")
     return cmd, envelope

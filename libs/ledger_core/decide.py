@@ -16,6 +16,9 @@ import orjson
 from ledger_core.commands import (
     Command,
     CreateCustomer,
+    ExchangeReserve,
+    ExchangeSettle,
+    ExchangeVoid,
     MoneyCommand,
     OpenBalance,
     fingerprint,
@@ -23,11 +26,12 @@ from ledger_core.commands import (
 )
 from ledger_core.currencies import EXPONENTS
 from ledger_core.errors import error_body, status_of
-from ledger_core.money import AmountError, format_amount, parse_amount
+from ledger_core.money import AmountError, format_amount, parse_amount, parse_amount_or_zero
 from ledger_core.state import (
     Account,
     Customer,
     PartitionState,
+    Reservation,
     balance_account_id,
     stable_id,
     system_account_id,
@@ -105,7 +109,99 @@ class BlockChange:
     request_id: str
 
 
-Effect = NewCustomer | NewAccount | JournalEntry | BlockChange
+@dataclass(frozen=True, slots=True)
+class BalanceState:
+    """A customer balance after an exchange step, as its facts report it."""
+
+    balance_id: str
+    account_id: uuid.UUID
+    currency: str
+    seq: int  # postings so far (balance_seq)
+    holds: int  # reservations made and released so far (hold_seq)
+    balance: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangePosting:
+    """A posting of an exchange entry: on a customer balance or on a system account shard."""
+
+    account_id: uuid.UUID
+    currency: str
+    amount: int  # signed, minor units of ``currency``
+    seq: int
+    balance_after: int
+    balance_id: str | None  # the customer's balance, or None for a system account
+    system_kind: str | None  # the system account's kind, or None for a customer balance
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeEntry:
+    """The journal entry of a settled exchange: postings in two currencies, each summing to zero.
+
+    Source currency: customer -amount, exchange clearing +amount. Target currency: exchange
+    clearing -(paid + markup + affiliate + rounding), customer +paid, markup revenue +markup,
+    affiliate margin +affiliate, rounding +rounding (zero parts are left out).
+    """
+
+    entry_id: uuid.UUID
+    customer_id: str
+    exchange_id: str
+    order_id: str
+    source_balance_id: str
+    currency: str  # source currency
+    amount: int  # source amount, minor units
+    target_balance_id: str
+    target_currency: str
+    paid: int
+    markup_revenue: int
+    affiliate_margin: int
+    rounding: int
+    comment: str
+    postings: tuple[ExchangePosting, ...]
+
+    kind = "exchange"
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationMade:
+    """An exchange's hold on its source balance (no posting: the total balance is unchanged)."""
+
+    customer_id: str
+    exchange_id: str
+    source_balance_id: str
+    target_balance_id: str
+    currency: str
+    target_currency: str
+    amount: int
+    comment: str
+    source: BalanceState  # after the hold
+    target_account_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationReleased:
+    """An exchange's hold released: settled (with its entry) or voided (nothing moved)."""
+
+    customer_id: str
+    exchange_id: str
+    outcome: str  # "settled" or "voided"
+    order_id: str
+    reason: str  # why it was voided ("" when settled)
+    currency: str
+    amount: int
+    source: BalanceState  # after the release (and the entry, if settled)
+    target: BalanceState | None  # after the entry, if settled
+    entry: ExchangeEntry | None
+
+
+Effect = (
+    NewCustomer | NewAccount | JournalEntry | BlockChange | ReservationMade | ReservationReleased
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +218,8 @@ class Decision:
         for effect in self.effects:
             if isinstance(effect, JournalEntry):
                 return effect.entry_id
+            if isinstance(effect, ReservationReleased) and effect.entry is not None:
+                return effect.entry.entry_id
         return None
 
 
@@ -156,6 +254,12 @@ def decide(state: PartitionState, cmd: Command, prior: StoredOutcome | None) -> 
         )
     if isinstance(cmd, MoneyCommand):
         return _decide_money(state, cmd)
+    if isinstance(cmd, ExchangeReserve):
+        return _decide_reserve(state, cmd)
+    if isinstance(cmd, ExchangeSettle):
+        return _decide_settle(state, cmd)
+    if isinstance(cmd, ExchangeVoid):
+        return _decide_void(state, cmd)
     if isinstance(cmd, CreateCustomer):
         if cmd.customer_id in state.customers:
             return _error("customer_exists")
@@ -213,7 +317,9 @@ def _decide_money(state: PartitionState, cmd: MoneyCommand) -> Decision:
         return _error(exc.code, exc.message, record=False)
     delta = DIRECTION[cmd.kind] * amount
     new_balance = account.balance + delta
-    if new_balance < 0:
+    # A debit may spend the available amount only: what exchanges hold is not there to spend.
+    available = new_balance - account.reserved
+    if available < 0:
         return _error("insufficient_funds")
     counter_kind = COUNTERPARTY[cmd.kind]
     counter = state.system.get((counter_kind, cmd.currency)) or Account(
@@ -238,10 +344,302 @@ def _decide_money(state: PartitionState, cmd: MoneyCommand) -> Decision:
         "customer_id": cmd.customer_id,
         "balance_id": cmd.balance_id,
         "amount": format_amount(amount, cmd.currency),
-        "balance_current_amount": format_amount(new_balance, cmd.currency),
+        # The available amount, as GET balance answers (equal to the total without holds).
+        "balance_current_amount": format_amount(available, cmd.currency),
         "currency_code": cmd.currency,
     }
     return _ok(201, body, entry)
+
+
+def _system(state: PartitionState, kind: str, currency: str) -> Account:
+    """The partition's shard of a system account, without creating it in ``state``."""
+    return state.system.get((kind, currency)) or Account(
+        system_account_id(kind, currency, state.partition), currency
+    )
+
+
+def _balance_state(balance_id: str, account: Account, **changes: int) -> BalanceState:
+    values = {
+        "seq": account.seq,
+        "holds": account.holds,
+        "balance": account.balance,
+        "reserved": account.reserved,
+    }
+    values.update(changes)
+    return BalanceState(balance_id, account.account_id, account.currency, **values)
+
+
+def _decide_reserve(state: PartitionState, cmd: ExchangeReserve) -> Decision:
+    customer = state.customers.get(cmd.customer_id)
+    if customer is None:
+        return _error("customer_not_found")
+    if customer.blocked:
+        return _error("customer_blocked")
+    if cmd.source_balance_id == cmd.target_balance_id:
+        return _error("invalid_field", "source and target must be different balances", record=False)
+    source = customer.balances.get(cmd.source_balance_id)
+    target = customer.balances.get(cmd.target_balance_id)
+    if source is None:
+        return _error("balance_not_found", f"no source balance {cmd.source_balance_id!r}")
+    if target is None:
+        return _error("balance_not_found", f"no target balance {cmd.target_balance_id!r}")
+    for balance_id, account, currency in (
+        (cmd.source_balance_id, source, cmd.currency),
+        (cmd.target_balance_id, target, cmd.target_currency),
+    ):
+        if currency != account.currency:
+            return _error(
+                "currency_mismatch",
+                f"balance {balance_id!r} is in {account.currency}, not {currency}",
+                record=False,
+            )
+    if source.currency == target.currency:
+        return _error(
+            "currency_mismatch", "an exchange needs balances in two currencies", record=False
+        )
+    try:
+        amount = parse_amount(cmd.amount, cmd.currency)
+    except AmountError as exc:
+        return _error(exc.code, exc.message, record=False)
+    if cmd.exchange_id in customer.reservations:
+        # Only reachable when this request's stored outcome is not in memory: the writer checks
+        # answers that store nothing against Postgres, which turns this into the replay.
+        return _error("request_id_reused", "the exchange already holds a reservation", record=False)
+    if amount > source.available:
+        return _error("insufficient_funds")
+    after = _balance_state(
+        cmd.source_balance_id, source, reserved=source.reserved + amount, holds=source.holds + 1
+    )
+    body = {
+        "customer_id": cmd.customer_id,
+        "exchange_id": cmd.exchange_id,
+        "status": "reserved",
+        "source_balance_id": cmd.source_balance_id,
+        "target_balance_id": cmd.target_balance_id,
+        "amount": format_amount(amount, cmd.currency),
+        "currency_code": cmd.currency,
+        "source_available_after": format_amount(after.available, cmd.currency),
+    }
+    made = ReservationMade(
+        cmd.customer_id,
+        cmd.exchange_id,
+        cmd.source_balance_id,
+        cmd.target_balance_id,
+        cmd.currency,
+        cmd.target_currency,
+        amount,
+        cmd.comment,
+        after,
+        target.account_id,
+    )
+    return _ok(201, body, made)
+
+
+def _open_reservation(
+    state: PartitionState, customer_id: str, exchange_id: str
+) -> tuple[Customer, Reservation] | Decision:
+    customer = state.customers.get(customer_id)
+    if customer is None:
+        return _error("customer_not_found")
+    reservation = customer.reservations.get(exchange_id)
+    if reservation is None:
+        return _error(
+            "exchange_not_open",
+            f"exchange {exchange_id!r} has no open reservation (unknown, settled or voided)",
+        )
+    return customer, reservation
+
+
+def _decide_settle(state: PartitionState, cmd: ExchangeSettle) -> Decision:
+    found = _open_reservation(state, cmd.customer_id, cmd.exchange_id)
+    if isinstance(found, Decision):
+        return found
+    customer, res = found
+    source = customer.balances[res.source_balance_id]
+    target = customer.balances[res.target_balance_id]
+    currency, target_currency = res.currency, target.currency
+    if cmd.target_currency != target_currency:
+        return _error(
+            "currency_mismatch",
+            f"balance {res.target_balance_id!r} is in {target_currency}, not {cmd.target_currency}",
+            record=False,
+        )
+    try:
+        paid, markup, affiliate, rounding = (
+            parse_amount_or_zero(a, target_currency)
+            for a in (cmd.paid, cmd.markup_revenue, cmd.affiliate_margin, cmd.rounding)
+        )
+    except AmountError as exc:
+        return _error(exc.code, exc.message, record=False)
+    total = paid + markup + affiliate + rounding
+    source_after = source.balance - res.amount
+    if source_after < 0:  # the hold guarantees the funds; a second line of defence
+        return _error("insufficient_funds")
+    postings: list[ExchangePosting] = [
+        ExchangePosting(
+            source.account_id,
+            currency,
+            -res.amount,
+            source.seq + 1,
+            source_after,
+            res.source_balance_id,
+            None,
+        )
+    ]
+    clearing = _system(state, "exchange_clearing", currency)
+    postings.append(
+        ExchangePosting(
+            clearing.account_id,
+            currency,
+            res.amount,
+            clearing.seq + 1,
+            clearing.balance + res.amount,
+            None,
+            "exchange_clearing",
+        )
+    )
+    target_seq = target.seq
+    if total:
+        target_clearing = _system(state, "exchange_clearing", target_currency)
+        postings.append(
+            ExchangePosting(
+                target_clearing.account_id,
+                target_currency,
+                -total,
+                target_clearing.seq + 1,
+                target_clearing.balance - total,
+                None,
+                "exchange_clearing",
+            )
+        )
+    if paid:
+        target_seq += 1
+        postings.append(
+            ExchangePosting(
+                target.account_id,
+                target_currency,
+                paid,
+                target_seq,
+                target.balance + paid,
+                res.target_balance_id,
+                None,
+            )
+        )
+    for kind, value in (
+        ("markup_revenue", markup),
+        ("affiliate_margin", affiliate),
+        ("rounding", rounding),
+    ):
+        if value:
+            account = _system(state, kind, target_currency)
+            postings.append(
+                ExchangePosting(
+                    account.account_id,
+                    target_currency,
+                    value,
+                    account.seq + 1,
+                    account.balance + value,
+                    None,
+                    kind,
+                )
+            )
+    entry = ExchangeEntry(
+        entry_id=stable_id("entry", *idempotency_key(cmd)),
+        customer_id=cmd.customer_id,
+        exchange_id=cmd.exchange_id,
+        order_id=cmd.order_id,
+        source_balance_id=res.source_balance_id,
+        currency=currency,
+        amount=res.amount,
+        target_balance_id=res.target_balance_id,
+        target_currency=target_currency,
+        paid=paid,
+        markup_revenue=markup,
+        affiliate_margin=affiliate,
+        rounding=rounding,
+        comment=f"exchange {cmd.exchange_id}, order {cmd.order_id}",
+        postings=tuple(postings),
+    )
+    source_state = _balance_state(
+        res.source_balance_id,
+        source,
+        seq=source.seq + 1,
+        balance=source_after,
+        reserved=source.reserved - res.amount,
+        holds=source.holds + 1,
+    )
+    target_state = _balance_state(
+        res.target_balance_id, target, seq=target_seq, balance=target.balance + paid
+    )
+    released = ReservationReleased(
+        cmd.customer_id,
+        cmd.exchange_id,
+        "settled",
+        cmd.order_id,
+        "",
+        currency,
+        res.amount,
+        source_state,
+        target_state,
+        entry,
+    )
+    body = {
+        "customer_id": cmd.customer_id,
+        "exchange_id": cmd.exchange_id,
+        "order_id": cmd.order_id,
+        "status": "settled",
+        "entry_id": str(entry.entry_id),
+        "source_balance_id": res.source_balance_id,
+        "amount": format_amount(res.amount, currency),
+        "currency_code": currency,
+        "target_balance_id": res.target_balance_id,
+        "paid": format_amount(paid, target_currency),
+        "markup_revenue": format_amount(markup, target_currency),
+        "affiliate_margin": format_amount(affiliate, target_currency),
+        "rounding": format_amount(rounding, target_currency),
+        "target_currency_code": target_currency,
+        "source_available_after": format_amount(source_state.available, currency),
+        "target_available_after": format_amount(target_state.available, target_currency),
+    }
+    return _ok(201, body, released)
+
+
+def _decide_void(state: PartitionState, cmd: ExchangeVoid) -> Decision:
+    found = _open_reservation(state, cmd.customer_id, cmd.exchange_id)
+    if isinstance(found, Decision):
+        return found
+    customer, res = found
+    source = customer.balances[res.source_balance_id]
+    source_state = _balance_state(
+        res.source_balance_id,
+        source,
+        reserved=source.reserved - res.amount,
+        holds=source.holds + 1,
+    )
+    released = ReservationReleased(
+        cmd.customer_id,
+        cmd.exchange_id,
+        "voided",
+        cmd.order_id,
+        cmd.reason,
+        res.currency,
+        res.amount,
+        source_state,
+        None,
+        None,
+    )
+    body = {
+        "customer_id": cmd.customer_id,
+        "exchange_id": cmd.exchange_id,
+        "order_id": cmd.order_id,
+        "status": "voided",
+        "reason": cmd.reason,
+        "source_balance_id": res.source_balance_id,
+        "amount": format_amount(res.amount, res.currency),
+        "currency_code": res.currency,
+        "source_available_after": format_amount(source_state.available, res.currency),
+    }
+    return _ok(200, body, released)
 
 
 def apply(state: PartitionState, decision: Decision) -> None:
@@ -263,5 +661,34 @@ def apply(state: PartitionState, decision: Decision) -> None:
             state.customers[effect.customer_id].balances[effect.balance_id] = Account(
                 effect.account_id, effect.currency
             )
-        else:
+        elif isinstance(effect, BlockChange):
             state.customers[effect.customer_id].blocked = effect.blocked
+        elif isinstance(effect, ReservationMade):
+            customer = state.customers[effect.customer_id]
+            source = customer.balances[effect.source_balance_id]
+            source.reserved += effect.amount
+            source.holds += 1
+            customer.reservations[effect.exchange_id] = Reservation(
+                effect.exchange_id,
+                effect.source_balance_id,
+                effect.target_balance_id,
+                effect.currency,
+                effect.amount,
+            )
+        else:
+            customer = state.customers[effect.customer_id]
+            if effect.entry is not None:
+                for leg in effect.entry.postings:
+                    if leg.balance_id is not None:
+                        account = customer.balances[leg.balance_id]
+                    else:
+                        assert leg.system_kind is not None
+                        account = state.system_account(leg.system_kind, leg.currency)
+                    assert leg.account_id == account.account_id, "posting on the wrong account"
+                    assert leg.seq == account.seq + 1, "posting out of sequence"
+                    account.seq = leg.seq
+                    account.balance = leg.balance_after
+            reservation = customer.reservations.pop(effect.exchange_id)
+            source = customer.balances[reservation.source_balance_id]
+            source.reserved -= reservation.amount
+            source.holds += 1

@@ -64,6 +64,17 @@ _TABLE = (
     ErrorCode("unavailable", 503, "A dependency is unavailable; retry the same request later."),
     # Appended (the table only grows): the operator API's static shared secret was wrong.
     ErrorCode("invalid_credentials", 403, "The operator API credentials are wrong."),
+    # Exchanges (Swapgate).
+    ErrorCode(
+        "exchange_not_open",
+        409,
+        "The exchange has no open reservation (unknown, or already settled or voided).",
+    ),
+    ErrorCode("exchange_not_found", 404, "No such exchange for this customer."),
+    ErrorCode(
+        "exchange_not_supported", 400, "The currency pair can not be exchanged here (no route)."
+    ),
+    ErrorCode("amount_out_of_range", 422, "The amount is outside the exchange's deposit limits."),
 )
 
 ERRORS: dict[str, ErrorCode] = {e.code: e for e in _TABLE}

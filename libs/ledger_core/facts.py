@@ -15,7 +15,16 @@ from typing import Any
 
 import orjson
 
-from ledger_core.decide import BlockChange, Decision, JournalEntry, NewAccount, NewCustomer
+from ledger_core.decide import (
+    BalanceState,
+    BlockChange,
+    Decision,
+    JournalEntry,
+    NewAccount,
+    NewCustomer,
+    ReservationMade,
+    ReservationReleased,
+)
 from ledger_core.money import format_amount
 from ledger_core.state import stable_id
 
@@ -81,6 +90,24 @@ def facts_for(decision: Decision, partition: int, occurred_at_ms: int) -> list[F
         elif isinstance(effect, NewCustomer):
             event_id = stable_id("fact", "customer.created", effect.customer_id)
             body = {"type": "customer.created", "customer_id": effect.customer_id}
+        elif isinstance(effect, ReservationMade):
+            event_id = stable_id(
+                "fact", "exchange.reserved", effect.customer_id, effect.exchange_id
+            )
+            body = {
+                "type": "exchange.reserved",
+                "customer_id": effect.customer_id,
+                "exchange_id": effect.exchange_id,
+                "source_balance_id": effect.source_balance_id,
+                "target_balance_id": effect.target_balance_id,
+                "amount": format_amount(effect.amount, effect.currency),
+                "currency_code": effect.currency,
+                "target_currency_code": effect.target_currency,
+                "comment": effect.comment,
+                "balances": [_balance(effect.source)],
+            }
+        elif isinstance(effect, ReservationReleased):
+            event_id, body = _released(effect)
         else:
             assert isinstance(effect, BlockChange)
             kind = "customer.blocked" if effect.blocked else "customer.unblocked"
@@ -96,3 +123,60 @@ def facts_for(decision: Decision, partition: int, occurred_at_ms: int) -> list[F
         }
         out.append(Fact(str(event_id), body["customer_id"], orjson.dumps(payload)))
     return out
+
+
+def _balance(state: BalanceState) -> dict[str, Any]:
+    """A customer balance after an exchange step: both sequence numbers, total and available."""
+    return {
+        "balance_id": state.balance_id,
+        "account_id": str(state.account_id),
+        "currency_code": state.currency,
+        "balance_seq": state.seq,
+        "hold_seq": state.holds,
+        "balance_after": format_amount(state.balance, state.currency),
+        "reserved_after": format_amount(state.reserved, state.currency),
+        "available_after": format_amount(state.available, state.currency),
+    }
+
+
+def _released(effect: ReservationReleased) -> tuple[Any, dict[str, Any]]:
+    kind = f"exchange.{effect.outcome}"
+    event_id = stable_id("fact", kind, effect.customer_id, effect.exchange_id)
+    body: dict[str, Any] = {
+        "type": kind,
+        "customer_id": effect.customer_id,
+        "exchange_id": effect.exchange_id,
+        "order_id": effect.order_id,
+        "source_balance_id": effect.source.balance_id,
+        "amount": format_amount(effect.amount, effect.currency),
+        "currency_code": effect.currency,
+    }
+    entry = effect.entry
+    if entry is None:
+        body["reason"] = effect.reason
+        body["balances"] = [_balance(effect.source)]
+        return event_id, body
+    assert effect.target is not None
+    target = entry.target_currency
+    body.update(
+        entry_id=str(entry.entry_id),
+        target_balance_id=entry.target_balance_id,
+        target_currency_code=target,
+        paid=format_amount(entry.paid, target),
+        markup_revenue=format_amount(entry.markup_revenue, target),
+        affiliate_margin=format_amount(entry.affiliate_margin, target),
+        rounding=format_amount(entry.rounding, target),
+        postings=[
+            {
+                "account_id": str(p.account_id),
+                "account": p.system_kind or f"balance:{p.balance_id}",
+                "currency_code": p.currency,
+                "amount": format_amount(p.amount, p.currency),
+                "seq": p.seq,
+                "balance_after": format_amount(p.balance_after, p.currency),
+            }
+            for p in entry.postings
+        ],
+        balances=[_balance(effect.source), _balance(effect.target)],
+    )
+    return event_id, body

@@ -34,6 +34,15 @@ def parse_amount(text: object, currency: str) -> int:
     Raises :class:`AmountError` for anything that is not a positive amount representable exactly
     in the currency.
     """
+    minor = parse_amount_or_zero(text, currency)
+    if minor <= 0:
+        raise AmountError("invalid_amount", "amount must be greater than zero")
+    return minor
+
+
+def parse_amount_or_zero(text: object, currency: str) -> int:
+    """Like :func:`parse_amount`, but zero ("0", "0.00") is allowed: for the parts of an amount
+    that may be empty (an exchange's margins and rounding remainder)."""
     if not isinstance(text, str):
         raise AmountError("invalid_amount", "amount must be a decimal string")
     exp = EXPONENTS.get(currency)
@@ -52,8 +61,6 @@ def parse_amount(text: object, currency: str) -> int:
     if len(whole) > MAX_INTEGER_DIGITS:
         raise AmountError("amount_too_large", "amount is absurdly large")
     minor: int = int(whole) * 10**exp + (int(frac.ljust(exp, "0")) if exp else 0)
-    if minor <= 0:
-        raise AmountError("invalid_amount", "amount must be greater than zero")
     return minor
 
 

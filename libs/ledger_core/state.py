@@ -12,8 +12,20 @@ from typing import Literal
 
 import orjson
 
-SystemKind = Literal["trading", "settlement"]
-SYSTEM_KINDS: tuple[SystemKind, ...] = ("trading", "settlement")
+SystemKind = Literal[
+    "trading", "settlement", "exchange_clearing", "markup_revenue", "affiliate_margin", "rounding"
+]
+# trading: the other side of Quadcode's debits and credits; settlement: deposits, withdrawals;
+# exchange_clearing: the other side of both legs of an exchange (Swapgate's position);
+# markup_revenue, affiliate_margin: what an exchange earns; rounding: remainders of rounding.
+SYSTEM_KINDS: tuple[SystemKind, ...] = (
+    "trading",
+    "settlement",
+    "exchange_clearing",
+    "markup_revenue",
+    "affiliate_margin",
+    "rounding",
+)
 
 # Namespace for the ledger's deterministic ids (uuid5): replaying the same commands yields the
 # same account, entry and event ids, which is what makes a republish harmless downstream.
@@ -37,18 +49,42 @@ def system_account_id(kind: str, currency: str, partition: int) -> uuid.UUID:
 
 @dataclass(slots=True)
 class Account:
-    """An account's current state: the last posting's sequence number and balance-after."""
+    """An account's current state: the last posting's sequence number and balance-after.
+
+    ``reserved`` is the sum of the open exchange reservations on it; ``available`` (what a debit
+    may spend) is ``balance - reserved``. ``holds`` counts the reservations made and released
+    on it, as ``seq`` counts postings: the facts carry both, so a consumer can order them.
+    """
 
     account_id: uuid.UUID
     currency: str
     balance: int = 0
     seq: int = 0
+    reserved: int = 0
+    holds: int = 0
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An open exchange reservation: ``amount`` of the source balance held for the exchange."""
+
+    exchange_id: str
+    source_balance_id: str
+    target_balance_id: str
+    currency: str
+    amount: int
 
 
 @dataclass(slots=True)
 class Customer:
     blocked: bool = False
     balances: dict[str, Account] = field(default_factory=dict)
+    # Open reservations by exchange id; settled and voided ones are kept only in Postgres.
+    reservations: dict[str, Reservation] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

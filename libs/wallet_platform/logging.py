@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import orjson
 import structlog
@@ -17,8 +18,12 @@ def _dumps(obj: object, default: object = None) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
-def setup_logging(service: str, level: str = "INFO") -> structlog.stdlib.BoundLogger:
-    """Configure structlog and the standard library logging to emit JSON lines."""
+def setup_logging(
+    service: str, level: str = "INFO", stream: TextIO | None = None
+) -> structlog.stdlib.BoundLogger:
+    """Configure structlog and the standard library logging to emit JSON lines (on stdout, or on
+    ``stream``: command-line tools whose output is on stdout log to stderr)."""
+    out = sys.stdout if stream is None else stream
     numeric = logging.getLevelName(level.upper())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -32,11 +37,11 @@ def setup_logging(service: str, level: str = "INFO") -> structlog.stdlib.BoundLo
             structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
     # Libraries (aiokafka, aiohttp) log through the standard library: render those as JSON too.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

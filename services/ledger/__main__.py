@@ -42,7 +42,9 @@ async def run(settings: LedgerSettings) -> None:
         replies=topics.topic_name(topics.REPLIES, settings.topic_prefix),
         dead_letter=topics.topic_name(topics.DEAD_LETTER, settings.topic_prefix),
     )
-    producer = make_producer(settings.kafka_bootstrap, "ledger")
+    producer = make_producer(
+        settings.kafka_bootstrap, "ledger", linger_ms=settings.ledger_producer_linger_ms
+    )
     consumer = make_consumer(
         settings.kafka_bootstrap,
         "ledger",

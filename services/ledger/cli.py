@@ -76,11 +76,26 @@ async def show(settings: CommonSettings, customer_id: str, balance_id: str, limi
             account["account_id"],
             limit,
         )
+        reserved = int(
+            await conn.fetchval(
+                """SELECT coalesce(sum(amount), 0) FROM exchange_reservations
+                    WHERE source_account = $1 AND status = 'open'""",
+                account["account_id"],
+            )
+        )
     finally:
         await conn.close()
     balance = int(rows[0]["balance_after"]) if rows else 0
     blocked = " (customer blocked)" if account["blocked"] else ""
-    print(f"{customer_id}/{balance_id}: {format_amount(balance, currency)} {currency}{blocked}")
+    held = ""
+    if reserved:
+        held = (
+            f" ({format_amount(reserved, currency)} held by exchanges,"
+            f" {format_amount(balance - reserved, currency)} available)"
+        )
+    print(
+        f"{customer_id}/{balance_id}: {format_amount(balance, currency)} {currency}{held}{blocked}"
+    )
     for r in reversed(rows):
         print(
             f"  #{r['seq']:<6} {r['created_at']:%Y-%m-%d %H:%M:%S} {r['kind']:<10} "

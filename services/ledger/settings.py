@@ -18,10 +18,16 @@ class LedgerSettings(CommonSettings):
     ledger_outcome_cache: int = Field(
         default=10_000,
         ge=0,
-        description="Recent outcomes kept in memory per writer, for fast retries.",
+        description="Recent outcomes kept in memory per partition (older ones are looked up).",
     )
     ledger_verify_seconds: float = Field(
         default=10.0,
         ge=0,
         description="After a takeover, look every unknown request up in Postgres for this long.",
+    )
+    ledger_producer_linger_ms: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Kafka producer linger for replies and facts.",
     )

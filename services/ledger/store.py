@@ -14,8 +14,24 @@ from typing import Any
 import asyncpg
 
 from ledger_core.currencies import EXPONENTS
-from ledger_core.decide import Decision, JournalEntry, NewAccount, NewCustomer, StoredOutcome
-from ledger_core.state import SYSTEM_KINDS, Account, Customer, PartitionState, system_account_id
+from ledger_core.decide import (
+    BlockChange,
+    Decision,
+    JournalEntry,
+    NewAccount,
+    NewCustomer,
+    ReservationMade,
+    ReservationReleased,
+    StoredOutcome,
+)
+from ledger_core.state import (
+    SYSTEM_KINDS,
+    Account,
+    Customer,
+    PartitionState,
+    Reservation,
+    system_account_id,
+)
 
 FENCED = "LF001"
 
@@ -87,7 +103,8 @@ async def take_over(conn: asyncpg.Connection, partition: int) -> PartitionCursor
 
 
 async def load_partition(conn: asyncpg.Connection, partition: int) -> PartitionState:
-    """Read a partition's customers and accounts, each account at its last posting."""
+    """Read a partition's customers and accounts, each account at its last posting, with the
+    exchange reservations still open (and each balance's count of holds made and released)."""
     state = PartitionState(partition)
     for row in await conn.fetch(
         "SELECT customer_id, blocked FROM customers WHERE partition = $1", partition
@@ -103,12 +120,35 @@ async def load_partition(conn: asyncpg.Connection, partition: int) -> PartitionS
             WHERE a.partition = $1""",
         partition,
     )
+    by_id: dict[uuid.UUID, Account] = {}
     for row in rows:
         account = Account(row["account_id"], row["currency"], int(row["balance"]), row["seq"])
+        by_id[account.account_id] = account
         if row["kind"] == "customer":
             state.customers[row["customer_id"]].balances[row["balance_id"]] = account
         else:
             state.system[(row["kind"], row["currency"])] = account
+    for row in await conn.fetch(
+        """SELECT source_account, count(*) + count(released_at) AS holds
+             FROM exchange_reservations WHERE partition = $1 GROUP BY source_account""",
+        partition,
+    ):
+        by_id[row["source_account"]].holds = row["holds"]
+    for row in await conn.fetch(
+        """SELECT customer_id, exchange_id, source_balance_id, source_account,
+                  target_balance_id, currency, amount
+             FROM exchange_reservations WHERE partition = $1 AND status = 'open'""",
+        partition,
+    ):
+        amount = int(row["amount"])
+        by_id[row["source_account"]].reserved += amount
+        state.customers[row["customer_id"]].reservations[row["exchange_id"]] = Reservation(
+            row["exchange_id"],
+            row["source_balance_id"],
+            row["target_balance_id"],
+            row["currency"],
+            amount,
+        )
     return state
 
 
@@ -155,10 +195,12 @@ class BatchRows:
     customers: list[list[object]] = field(default_factory=lambda: [[] for _ in range(3)])
     blocks: dict[str, tuple[bool, datetime]] = field(default_factory=dict)
     accounts: list[list[object]] = field(default_factory=lambda: [[] for _ in range(6)])
-    entries: list[list[object]] = field(default_factory=lambda: [[] for _ in range(11)])
-    postings: list[list[object]] = field(default_factory=lambda: [[] for _ in range(6)])
+    entries: list[list[object]] = field(default_factory=lambda: [[] for _ in range(12)])
+    postings: list[list[object]] = field(default_factory=lambda: [[] for _ in range(7)])
     outcomes: list[list[object]] = field(default_factory=lambda: [[] for _ in range(9)])
     outbox: list[list[object]] = field(default_factory=lambda: [[] for _ in range(5)])
+    reservations: list[list[object]] = field(default_factory=lambda: [[] for _ in range(12)])
+    releases: list[list[object]] = field(default_factory=lambda: [[] for _ in range(8)])
 
     @staticmethod
     def add(columns: Sequence[list[Any]], values: Iterable[object]) -> None:
@@ -166,7 +208,8 @@ class BatchRows:
             column.append(value)
 
     def add_effects(self, decision: Decision, partition: int, offset: int, at: datetime) -> None:
-        """Rows for a decision's effects (customers, accounts, blocks, entries, postings)."""
+        """Rows for a decision's effects (customers, accounts, blocks, entries, postings,
+        exchange reservations and their releases)."""
         for effect in decision.effects:
             if isinstance(effect, JournalEntry):
                 self.add(
@@ -183,14 +226,44 @@ class BatchRows:
                         effect.amount,
                         effect.comment,
                         at,
+                        None,
                     ),
                 )
                 for i, p in enumerate(effect.postings):
-                    # The first posting is the customer's: it may not go negative.
+                    # The first posting is the customer's: it may not go negative. A single-
+                    # currency entry states no currency per posting (NULL: the entry's).
                     self.add(
                         self.postings,
-                        (effect.entry_id, p.account_id, p.seq, p.amount, p.balance_after, i == 0),
+                        (
+                            effect.entry_id,
+                            p.account_id,
+                            p.seq,
+                            p.amount,
+                            p.balance_after,
+                            i == 0,
+                            None,
+                        ),
                     )
+            elif isinstance(effect, ReservationMade):
+                self.add(
+                    self.reservations,
+                    (
+                        effect.customer_id,
+                        effect.exchange_id,
+                        partition,
+                        effect.source_balance_id,
+                        effect.source.account_id,
+                        effect.target_balance_id,
+                        effect.target_account_id,
+                        effect.currency,
+                        effect.amount,
+                        effect.comment,
+                        offset,
+                        at,
+                    ),
+                )
+            elif isinstance(effect, ReservationReleased):
+                self._add_release(effect, partition, offset, at)
             elif isinstance(effect, NewCustomer):
                 self.add(self.customers, (effect.customer_id, partition, at))
             elif isinstance(effect, NewAccount):
@@ -206,7 +279,57 @@ class BatchRows:
                     ),
                 )
             else:
+                assert isinstance(effect, BlockChange)
                 self.blocks[effect.customer_id] = (effect.blocked, at)
+
+    def _add_release(
+        self, effect: ReservationReleased, partition: int, offset: int, at: datetime
+    ) -> None:
+        entry = effect.entry
+        if entry is not None:
+            self.add(
+                self.entries,
+                (
+                    entry.entry_id,
+                    partition,
+                    offset,
+                    entry.kind,
+                    entry.customer_id,
+                    entry.source_balance_id,
+                    entry.exchange_id,
+                    entry.currency,
+                    entry.amount,
+                    entry.comment,
+                    at,
+                    entry.order_id,
+                ),
+            )
+            for p in entry.postings:
+                self.add(
+                    self.postings,
+                    (
+                        entry.entry_id,
+                        p.account_id,
+                        p.seq,
+                        p.amount,
+                        p.balance_after,
+                        p.balance_id is not None,
+                        p.currency,
+                    ),
+                )
+        self.add(
+            self.releases,
+            (
+                effect.customer_id,
+                effect.exchange_id,
+                effect.outcome,
+                effect.order_id,
+                effect.reason,
+                None if entry is None else entry.entry_id,
+                offset,
+                at,
+            ),
+        )
 
     def add_outcome(
         self,
@@ -236,7 +359,7 @@ class BatchRows:
         )
 
 
-_APPLY = "SELECT ledger_apply_batch(" + ", ".join(f"${i}" for i in range(1, 50)) + ")"
+_APPLY = "SELECT ledger_apply_batch(" + ", ".join(f"${i}" for i in range(1, 72)) + ")"
 
 
 async def apply_batch(conn: asyncpg.Connection, rows: BatchRows) -> None:
@@ -253,6 +376,8 @@ async def apply_batch(conn: asyncpg.Connection, rows: BatchRows) -> None:
         *rows.postings,
         *rows.outcomes,
         *rows.outbox,
+        *rows.reservations,
+        *rows.releases,
     ]
     try:
         await conn.execute(_APPLY, *args)

@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from operator_api.exchanges import add_exchange_routes
 from operator_api.settings import OperatorApiSettings
 from operator_api.trading_room import (
     OUTCOMES,
@@ -100,10 +101,12 @@ def build_app(settings: OperatorApiSettings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[SIGNER] = settings.checked_signer()
+    settings.check()  # the exchange settings, when exchanges are configured
     add_operational_routes(app)
     app[READINESS].append(_signer_ready)
     app.router.add_post("/v1/customers/{customer_id}/trading-room", trading_room)
     app.cleanup_ctx.append(_gateway_client)
+    add_exchange_routes(app, settings)
     return app
 
 

@@ -1,7 +1,8 @@
 """Settings of the operator API (environment prefix ``WALLET_``).
 
 The Quadcode gateway settings (``WALLET_QUADCODE_BASE_URL``, ``..._ISSUER``, ``..._ENVIRONMENT``,
-``..._PRIVATE_KEY_PATH`` and the timeouts) come from :class:`QuadcodeGatewaySettings`.
+``..._PRIVATE_KEY_PATH`` and the timeouts) come from :class:`QuadcodeGatewaySettings`; the
+exchange settings (``WALLET_SWAPGATE_*``, ``WALLET_EXCHANGE_*``) from :class:`ExchangeSettings`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ from typing import Final
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from exchange.settings import ExchangeSettings
 from quadcode_gateway.settings import QuadcodeGatewaySettings
 from quadcode_gateway.tokens import KeyFileError, TokenSigner
-from wallet_platform.config import ENV_PREFIX, CommonSettings, ConfigError, read_secret
+from wallet_platform.config import ENV_PREFIX, ConfigError, read_secret
 
 MIN_TOKEN_LENGTH: Final = 32
 """Shortest shared secret accepted: 32 characters (``openssl rand -hex 32`` gives 64)."""
 
 
-class OperatorApiSettings(CommonSettings, QuadcodeGatewaySettings):
-    """Where the operator API listens, how callers prove who they are, and how to reach Quadcode."""
+class OperatorApiSettings(ExchangeSettings, QuadcodeGatewaySettings):
+    """Where the operator API listens, how callers prove who they are, how to reach Quadcode, and
+    (when ``WALLET_SWAPGATE_BASE_URL`` is set) how exchanges run: see
+    :class:`exchange.settings.ExchangeSettings`."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
@@ -44,7 +48,7 @@ class OperatorApiSettings(CommonSettings, QuadcodeGatewaySettings):
         default=15.0,
         gt=0,
         le=120,
-        description="Longest a trading-room request may take, Quadcode retries included.",
+        description="Longest a trading-room or exchange request may take, retries included.",
     )
 
     def token_digest(self) -> bytes:

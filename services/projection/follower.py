@@ -31,10 +31,11 @@ async def load_model(conn: asyncpg.Connection) -> ReadModel:
     for r in await conn.fetch("SELECT customer_id, blocked FROM customer_view"):
         model.customers[r["customer_id"]] = r["blocked"]
     for r in await conn.fetch(
-        "SELECT customer_id, balance_id, currency, amount, seq FROM balance_view"
+        """SELECT customer_id, balance_id, currency, amount, seq, reserved, hold_seq
+             FROM balance_view"""
     ):
         model.balances[(r["customer_id"], r["balance_id"])] = BalanceRow(
-            r["currency"], int(r["amount"]), r["seq"]
+            r["currency"], int(r["amount"]), r["seq"], int(r["reserved"]), r["hold_seq"]
         )
     return model
 
@@ -101,7 +102,7 @@ class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp, messages in records.items():
             for msg in messages:
                 try:
-                    customer, key = self.model.apply(msg.value)
+                    customer, keys = self.model.apply(msg.value)
                 except (ValueError, KeyError, TypeError) as exc:
                     # A fact we cannot read must not stop the read model for everyone: count it,
                     # log where it is, and go on (it stays in the topic for inspection).
@@ -113,8 +114,7 @@ class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
                     )
                     continue
                 customers.add(customer)
-                if key is not None:
-                    balances.add(key)
+                balances.update(keys)
                 LAG_SECONDS.observe(max(0.0, now - msg.timestamp / 1000))
             if messages:
                 offsets[tp.partition] = messages[-1].offset + 1
@@ -134,19 +134,25 @@ class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self.conn.transaction():
             await self.conn.execute(
                 """INSERT INTO balance_view
-                          (customer_id, balance_id, currency, amount, seq, updated_at)
-                   SELECT x.c, x.b, x.cur, x.amt, x.seq, $6
-                     FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::bigint[])
-                          AS x(c, b, cur, amt, seq)
+                          (customer_id, balance_id, currency, amount, seq, reserved, hold_seq,
+                           updated_at)
+                   SELECT x.c, x.b, x.cur, x.amt, x.seq, x.res, x.hseq, $8
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::bigint[],
+                                 $6::numeric[], $7::bigint[])
+                          AS x(c, b, cur, amt, seq, res, hseq)
                    ON CONFLICT (customer_id, balance_id) DO UPDATE
                       SET amount = excluded.amount, seq = excluded.seq,
+                          reserved = excluded.reserved, hold_seq = excluded.hold_seq,
                           updated_at = excluded.updated_at
-                    WHERE balance_view.seq < excluded.seq""",
+                    WHERE balance_view.seq < excluded.seq
+                       OR balance_view.hold_seq < excluded.hold_seq""",
                 [r[0] for r in b_rows],
                 [r[1] for r in b_rows],
                 [r[2].currency for r in b_rows],
                 [r[2].amount for r in b_rows],
                 [r[2].seq for r in b_rows],
+                [r[2].reserved for r in b_rows],
+                [r[2].hold_seq for r in b_rows],
                 at,
             )
             await self.conn.execute(

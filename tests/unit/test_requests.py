@@ -72,3 +72,9 @@ def test_fingerprint_compares_amounts_by_value() -> None:
     b = parse_callback("debit", "c", "b", body(amount="1.50"))
     c = parse_callback("debit", "c", "b", body(amount="1.51"))
     assert fingerprint(a) == fingerprint(b) != fingerprint(c)
+
+
+def test_fingerprint_of_an_invalid_amount_does_not_raise() -> None:
+    bad = MoneyCommand("debit", "c", "b", "r", "1.001", "USD", "x")
+    good = MoneyCommand("debit", "c", "b", "r", "1.00", "USD", "x")
+    assert fingerprint(bad) != fingerprint(good)

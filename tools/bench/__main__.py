@@ -74,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--kafka", default=os.environ.get("WALLET_KAFKA_BOOTSTRAP", "127.0.0.1:29092"))
     p.add_argument("--label", default="", help="free text stored with the result")
+    p.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="WALLET_X=VALUE",
+        help="a setting for the services under test (repeatable; named in the report)",
+    )
     return p.parse_args(argv)
 
 
@@ -257,8 +264,15 @@ async def run(args: argparse.Namespace) -> int:
     workdir = HOME / "bench" / stamp
     workdir.mkdir(parents=True, exist_ok=True)
     private, public = make_key(workdir)
+    tuned = dict(item.split("=", 1) for item in args.service_env)
     stack = BenchStack(
-        args.pg_dsn, args.kafka, workdir, public, writers=args.writers, edges=args.edges
+        args.pg_dsn,
+        args.kafka,
+        workdir,
+        public,
+        writers=args.writers,
+        edges=args.edges,
+        extra_env=tuned,
     )
     await stack.create()
     await stack.start()
@@ -281,6 +295,7 @@ async def run(args: argparse.Namespace) -> int:
             "kafka_producers": "acks=all, enable_idempotence=true, linger_ms=0",
             "projection": "synchronous_commit=off on its own read-model connection (rebuildable)",
             "retry_fraction": args.retry_fraction,
+            "tuned_service_settings": tuned,
         },
         "scenarios": {},
     }

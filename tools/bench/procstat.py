@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -79,8 +80,8 @@ class Sampler:
         for g in self.groups:
             g.sample()
 
-    def report(self, seconds: float) -> dict[str, dict[str, float]]:
-        out = {}
+    def report(self, seconds: float) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
         for g in self.groups:
             samples = g.rss_samples or [0.0]
             out[g.name] = {
@@ -88,5 +89,8 @@ class Sampler:
                 "rss_mb_first": round(samples[0], 1),
                 "rss_mb_last": round(samples[-1], 1),
                 "rss_mb_peak": round(max(samples), 1),
+                # After the first fifth of the run (caches warm): flatness is judged from here.
+                "rss_mb_warm": round(samples[len(samples) // 5], 1),
+                "rss_mb_samples": [round(v, 1) for v in samples],
             }
         return out

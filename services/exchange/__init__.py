@@ -1,0 +1,2 @@
+"""Exchanges through Swapgate: quote, reserve the source amount in the ledger, create the order,
+poll it, then settle or void the reservation (the orchestration; the ledger books)."""
