@@ -83,9 +83,18 @@ async def create_database(template: str) -> str:
 
 
 async def drop_database(name: str) -> None:
+    """Drop a test database, waiting out an autovacuum worker on it (the wallet role, not a
+    superuser, may not end that worker)."""
     admin = await asyncpg.connect(PG_ADMIN_DSN)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(20):
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.5)
     finally:
         await admin.close()
 

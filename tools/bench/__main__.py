@@ -381,11 +381,12 @@ async def run(args: argparse.Namespace) -> int:
                 print_scenario(name, result)
     finally:
         stack.stop()
+        # The result is written before the clean-up, which can not lose it.
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        out = args.results_dir / f"bench-{stamp}.json"
+        out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        print(f"\nfull result: {out}")
         await stack.drop()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"bench-{stamp}.json"
-    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    print(f"\nfull result: {out}")
     print("AUDIT PASSED" if ok else "AUDIT FAILED")
     return 0 if ok else 1
 

@@ -156,14 +156,26 @@ class BenchStack:
 
     async def drop(self) -> None:
         await kafka_admin.delete_topics(self.kafka, [t.name for t in topics.topics(self.prefix)])
-        admin = await asyncpg.connect(self.pg_admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(self.pg_admin_dsn, self.database)
 
     def by_kind(self, kind: str) -> list[Proc]:
         return [p for p in self.procs if p.name.split("#")[0] == kind]
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    """Drop a database, waiting out an autovacuum worker on it (the wallet role may not end it)."""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        for attempt in range(20):
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
 
 
 async def wait_ready(proc: Proc, within: float = 60) -> None:
