@@ -10,8 +10,9 @@ export PYTHON := $(PY)
 PYTHON_BIN ?= python3
 
 help:
-	@echo "make run     start Postgres, Kafka, migrate, start the services and the Quadcode"
-	@echo "             simulator, print a demo (callbacks, trading room, trades)"
+	@echo "make run     start Postgres, Kafka, migrate, start the services and the Quadcode and"
+	@echo "             Swapgate simulators, print a demo (callbacks, trading room, trades,"
+	@echo "             one USDT -> BTC exchange)"
 	@echo "make stop    stop the services, Kafka and Postgres (by pid)"
 	@echo "make status  what is running"
 	@echo "make test    the whole suite against real Postgres and Kafka (started if needed)"
@@ -44,6 +45,7 @@ migrate: infra
 # (which it would delete).
 KEYS := $(WALLET_HOME)/keys
 QUADCODE_SIM_URL := http://127.0.0.1:18090
+SWAPGATE_SIM_URL := http://127.0.0.1:18091
 
 $(KEYS)/%-private.pem:
 	@mkdir -p $(@D)
@@ -57,9 +59,22 @@ $(KEYS)/operator-api-token:
 	@mkdir -p $(@D)
 	@(umask 077 && openssl rand -hex 32 > $@)
 
-# Rewritten when a key is new or this Makefile changed; keys and secret are never replaced.
+# Our Swapgate API key pair, in the formats of Swapgate's generate-api-key (public: base64 of 32
+# bytes, secret: hex of 32 bytes). Locally the Swapgate simulator is started knowing this pair
+# (deploy/local/services.sh); against the real Swapgate, the pair comes from its generate-api-key.
+$(KEYS)/swapgate-api-public-key:
+	@mkdir -p $(@D)
+	@openssl rand -base64 32 > $@
+
+$(KEYS)/swapgate-api-secret-key:
+	@mkdir -p $(@D)
+	@(umask 077 && openssl rand -hex 32 > $@)
+
+# Rewritten when a key is new or this Makefile changed; keys and secrets are never replaced.
+# (services.sh restarts a running service when this file is newer than its start.)
 $(WALLET_HOME)/wallet.env: Makefile $(KEYS)/quadcode-private.pem $(KEYS)/quadcode-public.pem \
-		$(KEYS)/client-private.pem $(KEYS)/client-public.pem $(KEYS)/operator-api-token
+		$(KEYS)/client-private.pem $(KEYS)/client-public.pem $(KEYS)/operator-api-token \
+		$(KEYS)/swapgate-api-public-key $(KEYS)/swapgate-api-secret-key
 	@printf '%s\n' \
 	  "# Local settings for make run (see README: Configuration, Quadcode integration)." \
 	  "WALLET_QUADCODE_PUBLIC_KEY_FILES=$(KEYS)/quadcode-public.pem" \
@@ -69,7 +84,14 @@ $(WALLET_HOME)/wallet.env: Makefile $(KEYS)/quadcode-private.pem $(KEYS)/quadcod
 	  "WALLET_QUADCODE_ISSUER=local-b2b-client" \
 	  "WALLET_QUADCODE_ENVIRONMENT=sandbox" \
 	  "WALLET_QUADCODE_PRIVATE_KEY_PATH=$(KEYS)/client-private.pem" \
-	  "WALLET_OPERATOR_API_TOKEN_FILE=$(KEYS)/operator-api-token" > $@
+	  "WALLET_OPERATOR_API_TOKEN_FILE=$(KEYS)/operator-api-token" \
+	  "# Exchanges through Swapgate (see README: Exchange); locally the Swapgate simulator." \
+	  "WALLET_SWAPGATE_BASE_URL=$(SWAPGATE_SIM_URL)" \
+	  "WALLET_SWAPGATE_PUBLIC_KEY=$$(cat $(KEYS)/swapgate-api-public-key)" \
+	  "WALLET_SWAPGATE_SECRET_KEY_FILE=$(KEYS)/swapgate-api-secret-key" \
+	  "WALLET_SWAPGATE_MARKUP=0.3" \
+	  "WALLET_SWAPGATE_PAYOUT_ADDRESSES=BTC:local-treasury-btc,USDT:local-treasury-usdt,ETH:local-treasury-eth" \
+	  "WALLET_EXCHANGE_POLL_MAX=2" > $@
 
 keys: $(WALLET_HOME)/wallet.env
 

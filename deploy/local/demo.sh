@@ -3,7 +3,9 @@
 # again replays the same outcomes) and ready-to-run signed curl calls for each Quadcode callback.
 # Then the outbound side: the website opens the trading room through the operator API (the first
 # time, the customer is registered at Quadcode, here the simulator), and the simulator's trading
-# room plays a few options against the wallet's callbacks.
+# room plays a few options against the wallet's callbacks. Last, one exchange of 20 USDT into BTC
+# through the operator API at Swapgate (here its simulator): a new exchange, with a new id, on
+# every run (the USDT balance is funded once with 1000 USDT, enough for 50 runs).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,6 +18,7 @@ KEY=$WALLET_HOME/keys/quadcode-private.pem
 OPERATOR_API=http://127.0.0.1:${WALLET_OPERATOR_API_PORT:-18083}
 OPERATOR_SECRET=$WALLET_HOME/keys/operator-api-token
 SIMULATOR=http://127.0.0.1:${QUADCODE_SIM_PORT:-18090}
+SWAPGATE=http://127.0.0.1:${SWAPGATE_SIM_PORT:-18091}
 cli() { (cd "$REPO" && "$PYTHON" -m ledger.cli "$@"); }
 
 echo "== demo customer (through ledger.commands, like every write)"
@@ -76,3 +79,71 @@ echo "   Quadcode-signed JWTs; odd options win 1.80x; every attempt of every cal
 echo
 echo "== balance after trading (4 x 5.00 staked, 2 x 9.00 paid out: 2.00 less):"
 cli show demo-1 demo-1_USD
+
+echo
+echo "== Exchange: demo-1 exchanges 20.00 USDT into BTC through the operator API, at Swapgate"
+echo "   (here the Swapgate simulator on $SWAPGATE; orders spend 1 s in each stage)"
+cli open-balance demo-1 demo-1_USDT USDT --request-id demo-open-usdt
+cli deposit demo-1 demo-1_USDT 1000.00 USDT --request-id demo-fund-usdt --comment "demo funding"
+echo
+echo "== balances before the exchange:"
+cli statement demo-1 demo-1_USDT --limit 3
+cli statement demo-1 demo-1_BTC --limit 3
+
+# A new exchange on every run: the exchange id is its idempotency key (the same request again
+# would answer with the same exchange as it stands).
+EXCHANGE_ID=demo-ex-$(date +%Y%m%d-%H%M%S)
+EXCHANGE_REQUEST="{\"exchange_id\":\"$EXCHANGE_ID\",\"source_balance_id\":\"demo-1_USDT\",\"target_balance_id\":\"demo-1_BTC\",\"amount\":\"20.00\",\"currency_code\":\"USDT\",\"target_currency_code\":\"BTC\"}"
+echo
+echo "curl -s -X POST $OPERATOR_API/v1/customers/demo-1/exchanges -H \"Authorization: Bearer \$(cat $OPERATOR_SECRET)\" -d '$EXCHANGE_REQUEST'"
+# As above, the secret goes to curl in a header on stdin. Prints the body, then the HTTP status.
+operator_api() {
+    printf 'Authorization: Bearer %s\n' "$(cat "$OPERATOR_SECRET")" |
+        curl -sS -H @- -H 'Content-Type: application/json' -w '\n%{http_code}' "$@"
+}
+# One field of an exchange (JSON on stdin).
+field() { "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1]) or "")' "$1"; }
+ANSWER=$(operator_api -X POST "$OPERATOR_API/v1/customers/demo-1/exchanges" -d "$EXCHANGE_REQUEST")
+STATUS=${ANSWER##*$'\n'}
+BODY=${ANSWER%$'\n'*}
+if [[ $STATUS != 202 ]]; then
+    echo "HTTP $STATUS $BODY"
+    echo "demo: the exchange was not accepted (see $WALLET_HOME/logs/operator-api.log;" \
+        "402 insufficient_funds: demo-1_USDT is spent, make reset starts afresh)" >&2
+    exit 1
+fi
+echo "HTTP $STATUS: state $(printf '%s' "$BODY" | field state)"
+echo "quote: $(printf '%s' "$BODY" | "$PYTHON" -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["quote"]))')"
+
+echo
+echo "== the exchange's state, as the operator API reports it while the order runs:"
+echo "curl -s $OPERATOR_API/v1/customers/demo-1/exchanges/$EXCHANGE_ID -H \"Authorization: Bearer \$(cat $OPERATOR_SECRET)\""
+LAST=""
+for _ in $(seq 1 120); do
+    ANSWER=$(operator_api "$OPERATOR_API/v1/customers/demo-1/exchanges/$EXCHANGE_ID")
+    BODY=${ANSWER%$'\n'*}
+    STATE=$(printf '%s' "$BODY" | field state)
+    if [[ $STATE != "$LAST" ]]; then
+        echo "  $(date +%T) $STATE $(printf '%s' "$BODY" | field order_id)"
+        LAST=$STATE
+    fi
+    case $STATE in settled | voided | refused | attention) break ;; esac
+    sleep 0.5
+done
+echo
+echo "exchange $EXCHANGE_ID:"
+printf '%s' "$BODY" | "$PYTHON" -c '
+import json, sys
+x = json.load(sys.stdin)
+print(json.dumps({k: x[k] for k in ("state", "order_id", "amount", "currency_code", "target_currency_code", "detail")}))
+settlement = x.get("settlement") or {}
+print("settlement:", json.dumps({k: v for k, v in settlement.items() if k != "exact"}))'
+if [[ $STATE != settled ]]; then
+    echo "demo: the exchange did not settle (state ${STATE:-unknown}; see" \
+        "$WALLET_HOME/logs/operator-api.log and swapgate-sim.log)" >&2
+    exit 1
+fi
+echo
+echo "== balances after the exchange (20.00 USDT out; the BTC paid out in):"
+cli statement demo-1 demo-1_USDT --limit 3
+cli statement demo-1 demo-1_BTC --limit 3

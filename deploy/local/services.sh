@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The wallet's own processes on this machine: edge, ledger, projection, the operator API, and the
-# Quadcode simulator standing in for Quadcode. Each runs in the background with a pid file and a
-# log under $WALLET_HOME.
+# Quadcode and Swapgate simulators standing in for Quadcode and Swapgate. Each runs in the
+# background with a pid file and a log under $WALLET_HOME.
 #
 #   deploy/local/services.sh {start|stop|status} [name...]
 #
 # Without names it acts on every service. start is a no-op for a service that is already running,
-# and waits until each answers /ready; stop sends SIGTERM to the pid it started (never by name) and
-# waits for the exit. A pid file whose process is gone is stale and simply replaced.
+# unless $WALLET_ENV_FILE changed since it started (then it is restarted, to read the new
+# settings), and waits until each answers /ready; stop sends SIGTERM to the pid it started (never
+# by name) and waits for the exit. A pid file whose process is gone is stale and simply replaced.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,6 +23,8 @@ KEYS=$WALLET_HOME/keys
 EDGE_PORT=${WALLET_EDGE_PORT:-18080}
 # The simulator's port is also in WALLET_QUADCODE_BASE_URL, which the Makefile writes.
 QUADCODE_SIM_PORT=${QUADCODE_SIM_PORT:-18090}
+# Likewise the Swapgate simulator's, in WALLET_SWAPGATE_BASE_URL.
+SWAPGATE_SIM_PORT=${SWAPGATE_SIM_PORT:-18091}
 
 # name:module:port (start order; stop runs in reverse)
 SERVICES=(
@@ -29,6 +32,7 @@ SERVICES=(
     "projection:projection:${WALLET_PROJECTION_PORT:-18081}"
     "edge:edge:$EDGE_PORT"
     "quadcode-sim:simulators.quadcode:$QUADCODE_SIM_PORT"
+    "swapgate-sim:simulators.swapgate:$SWAPGATE_SIM_PORT"
     "operator-api:operator_api:${WALLET_OPERATOR_API_PORT:-18083}"
 )
 
@@ -55,6 +59,25 @@ service_args() {
             --audience "$(setting WALLET_QUADCODE_ENVIRONMENT)"
             --qc-private-key "$KEYS/quadcode-private.pem"
             --wallet-base-url "http://127.0.0.1:$EDGE_PORT"
+        )
+    elif [[ $1 == swapgate-sim ]]; then
+        # It plays Swapgate: it knows our API key (the pair the Makefile made; the secret is
+        # passed as a file, not on the command line), whitelisted for loopback, and trades the
+        # market table of swapgate-market.json. Orders spend 1 s in each stage.
+        local public secret_file
+        public=$(setting WALLET_SWAPGATE_PUBLIC_KEY)
+        secret_file=$(setting WALLET_SWAPGATE_SECRET_KEY_FILE)
+        if [[ -z $public || -z $secret_file ]]; then
+            echo "services.sh: swapgate-sim needs WALLET_SWAPGATE_PUBLIC_KEY and" \
+                "WALLET_SWAPGATE_SECRET_KEY_FILE in $WALLET_ENV_FILE (make keys writes them)" >&2
+            exit 1
+        fi
+        ARGS=(
+            --host 127.0.0.1 --port "$SWAPGATE_SIM_PORT"
+            --api-public-key "$public" --api-secret-key-file "$secret_file"
+            --api-key-white-list-ip 127.0.0.1
+            --market-file "$SCRIPT_DIR/swapgate-market.json"
+            --step-s 1
         )
     fi
 }
@@ -94,6 +117,22 @@ wait_ready() {
     return 1
 }
 
+# SIGTERM to the pid this script started, then wait (SIGKILL after 30 s).
+stop_one() {
+    local name=$1 pid
+    pid=$(pid_of "$name")
+    if alive "$pid"; then
+        kill -TERM "$pid"
+        for _ in $(seq 1 150); do alive "$pid" || break; sleep 0.2; done
+        if alive "$pid"; then
+            echo "services.sh: $name did not stop in 30 s; killing pid $pid" >&2
+            kill -KILL "$pid" || true
+        fi
+        echo "$name stopped"
+    fi
+    rm -f "$PIDS/$name.pid"
+}
+
 start() {
     mkdir -p "$PIDS" "$LOGS"
     [[ -f $WALLET_ENV_FILE ]] || { echo "services.sh: $WALLET_ENV_FILE missing (run make run)" >&2; exit 1; }
@@ -102,8 +141,12 @@ start() {
         selected "$name" || continue
         pid=$(pid_of "$name")
         if alive "$pid"; then
-            echo "$name already running (pid $pid) on http://127.0.0.1:$port"
-            continue
+            if [[ ! $WALLET_ENV_FILE -nt $PIDS/$name.pid ]]; then
+                echo "$name already running (pid $pid) on http://127.0.0.1:$port"
+                continue
+            fi
+            echo "$name: $WALLET_ENV_FILE changed since it started; restarting"
+            stop_one "$name"
         fi
         service_args "$name"
         (cd "$REPO" && exec setsid "$PYTHON" -m "$module" "${ARGS[@]}" >>"$LOGS/$name.log" 2>&1) &
@@ -118,17 +161,7 @@ stop() {
     for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
         IFS=: read -r name _ _ <<<"${SERVICES[$i]}"
         selected "$name" || continue
-        pid=$(pid_of "$name")
-        if alive "$pid"; then
-            kill -TERM "$pid"
-            for _ in $(seq 1 150); do alive "$pid" || break; sleep 0.2; done
-            if alive "$pid"; then
-                echo "services.sh: $name did not stop in 30 s; killing pid $pid" >&2
-                kill -KILL "$pid" || true
-            fi
-            echo "$name stopped"
-        fi
-        rm -f "$PIDS/$name.pid"
+        stop_one "$name"
     done
 }
 

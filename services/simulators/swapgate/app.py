@@ -3,6 +3,9 @@
 Middlewares, outermost first: errors (every failure is a JSON body in the NestJS shape Swapgate
 answers with, plus our ``code``), faults (injected delays and error statuses for /api/ paths),
 authentication (API v2 paths). Order stages advance on a timer started in ``cleanup_ctx``.
+
+Like every process of the project it also answers ``GET /health``, ``GET /ready`` and
+``GET /metrics`` (``deploy/local/services.sh`` waits for ``/ready``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,6 +38,7 @@ from simulators.swapgate.state import (
 from swapgate.errors import InexactArithmetic, InvalidAmount, InvalidMarkup, MarkupOutOfBounds
 from swapgate.markup import ZERO, MarkupPolicy
 from swapgate.wire import RateMode, parse_decimal
+from wallet_platform.service import READINESS, add_operational_routes
 
 log = structlog.get_logger("simulators.swapgate")
 
@@ -89,6 +93,16 @@ class Simulator:
     orders: OrderBook
     now: Callable[[], datetime]
     faults: deque[Fault] = field(default_factory=deque)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfiguredKey:
+    """An API key the simulator knows from the start (``--api-public-key`` and its secret)."""
+
+    name: str
+    public_key: str
+    secret_key: str
+    white_list_ip: tuple[str, ...]
 
 
 SIMULATOR = web.AppKey("simulator", Simulator)
@@ -417,6 +431,11 @@ async def sim_clear_faults(request: web.Request) -> web.Response:
     return _json({"queued": 0})
 
 
+async def _serving() -> dict[str, bool]:
+    # The simulator holds everything in memory: once it answers HTTP, it is ready.
+    return {"simulator": True}
+
+
 async def _walk_orders(sim: Simulator) -> None:
     # Checking four times per step keeps each stage's duration close to step_s.
     while True:
@@ -445,8 +464,10 @@ def create_app(
     instruments: tuple[MarketInstrument, ...] = DEFAULT_INSTRUMENTS,
     *,
     now: Callable[[], datetime] = _utc_now,
+    api_keys: Sequence[ConfiguredKey] = (),
 ) -> web.Application:
-    """The simulator application."""
+    """The simulator application, knowing ``api_keys`` from the start (ValueError if one of
+    them is unusable: a bad whitelist entry, a public key given twice)."""
     market = Market(
         instruments,
         spread_pct=settings.spread_pct,
@@ -454,6 +475,17 @@ def create_app(
         affiliate_pct=settings.affiliate_pct,
     )
     keys = KeyRing()
+    for configured in api_keys:
+        if keys.find(configured.public_key) is not None:
+            raise ValueError(f"API key {configured.name!r}: public key given twice")
+        keys.add(
+            name=configured.name,
+            white_list_ip=configured.white_list_ip,
+            is_active=True,
+            now=now(),
+            public_key=configured.public_key,
+            secret_key=configured.secret_key,
+        )
 
     def clock_ms() -> int:
         return int(now().timestamp() * 1000)
@@ -469,6 +501,8 @@ def create_app(
     app = web.Application(middlewares=[errors_middleware, faults_middleware, auth_middleware])
     app[SIMULATOR] = sim
     app.cleanup_ctx.append(_lifecycle)
+    add_operational_routes(app)
+    app[READINESS].append(_serving)
     app.router.add_get("/api/v1/rates/public/one", rates)
     app.router.add_post("/api/v2/orders/public/create", create_order)
     app.router.add_get("/api/v2/orders/public/{order_id}", order_status)

@@ -38,3 +38,14 @@ class SimulatorSettings(BaseSettings):
         default="simulator-operator",
         description="Value of the 'session' cookie the /api/v1/users/* calls require.",
     )
+    api_public_key: str | None = Field(
+        default=None, description="An API key known from the start (public part)."
+    )
+    api_secret_key_file: str | None = Field(
+        default=None, description="File holding that key's secret (with --api-public-key)."
+    )
+    api_key_name: str = Field(default="wallet", min_length=1, description="That key's name.")
+    api_key_white_list_ip: str = Field(
+        default="127.0.0.1,::1",
+        description="That key's whitelist: addresses or CIDR ranges, comma separated.",
+    )
