@@ -7,7 +7,6 @@ import asyncio
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench.stack import drop_database as drop_database_as
+from bench.stack import free_port
 from wallet_platform import kafka_admin, topics
 from wallet_platform.schema import migrate
 
@@ -45,12 +46,6 @@ def die_with_parent() -> None:
     was killed before its fixtures could clean up (Linux prctl PR_SET_PDEATHSIG)."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dsn_for(database: str) -> str:
@@ -83,20 +78,7 @@ async def create_database(template: str) -> str:
 
 
 async def drop_database(name: str) -> None:
-    """Drop a test database, waiting out an autovacuum worker on it (the wallet role, not a
-    superuser, may not end that worker)."""
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        for attempt in range(20):
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                return
-            except asyncpg.InsufficientPrivilegeError:
-                if attempt == 19:
-                    raise
-                await asyncio.sleep(0.5)
-    finally:
-        await admin.close()
+    await drop_database_as(PG_ADMIN_DSN, name)
 
 
 async def create_topics(prefix: str) -> None:
