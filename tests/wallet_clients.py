@@ -111,6 +111,25 @@ class Wallet:
             answer = await self.get(customer, balance)
         return answer
 
+    async def move(
+        self,
+        kind: str,
+        customer: str,
+        balance: str,
+        amount: str,
+        request_id: str | None = None,
+        currency: str = "USD",
+        comment: str = "",
+    ) -> Answer:
+        """A debit or credit callback with a well-formed body."""
+        body = {
+            "request_id": request_id or uuid.uuid4().hex,
+            "amount": amount,
+            "currency_code": currency,
+            "comment": comment or f"option {'opened' if kind == 'debit' else 'closed'}",
+        }
+        return await self.post(kind, customer, balance, body)
+
     async def debit(
         self,
         customer: str,
@@ -120,17 +139,7 @@ class Wallet:
         currency: str = "USD",
         comment: str = "option opened",
     ) -> Answer:
-        return await self.post(
-            "debit",
-            customer,
-            balance,
-            {
-                "request_id": request_id or uuid.uuid4().hex,
-                "amount": amount,
-                "currency_code": currency,
-                "comment": comment,
-            },
-        )
+        return await self.move("debit", customer, balance, amount, request_id, currency, comment)
 
     async def credit(
         self,
@@ -141,14 +150,4 @@ class Wallet:
         currency: str = "USD",
         comment: str = "option closed",
     ) -> Answer:
-        return await self.post(
-            "credit",
-            customer,
-            balance,
-            {
-                "request_id": request_id or uuid.uuid4().hex,
-                "amount": amount,
-                "currency_code": currency,
-                "comment": comment,
-            },
-        )
+        return await self.move("credit", customer, balance, amount, request_id, currency, comment)

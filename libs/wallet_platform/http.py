@@ -21,6 +21,9 @@ from wallet_platform.config import CommonSettings, ConfigError, read_secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# The caller's address as the auth middleware established it (after trusted proxies).
+CLIENT_IP = "client_ip"
+
 log = structlog.get_logger()
 
 
@@ -89,6 +92,7 @@ def callback_auth_middleware(
         client = ips.client_ip(peer[0] if peer else "", request.headers.get("X-Forwarded-For"))
         if not ips.allowed(client):
             return json_error("ip_not_allowed", f"caller {client} is not allowed")
+        request[CLIENT_IP] = client
         try:
             verifier.verify(bearer_token(request.headers.get("Authorization")))
         except AuthError as exc:

@@ -16,6 +16,7 @@ from wallet_platform.callback_auth import IpPolicy
 from wallet_platform.command_bus import CommandBus, OutcomeTimeout
 from wallet_platform.health import kafka_check
 from wallet_platform.http import (
+    CLIENT_IP,
     callback_auth_middleware,
     cidrs,
     json_error,
@@ -27,7 +28,6 @@ from wallet_platform.service import READINESS, ReadinessCheck, add_operational_r
 BUS = web.AppKey("bus", CommandBus)
 SETTINGS = web.AppKey("settings", EdgeSettings)
 PROJECTION = web.AppKey("projection", aiohttp.ClientSession)
-IPS = web.AppKey("ips", IpPolicy)
 
 _JSON = "application/json"
 
@@ -67,11 +67,7 @@ async def get_balance(request: web.Request) -> web.Response:
         check_id(request.match_info["balance_id"], "balance_id")
     except RequestError as exc:
         return json_error(exc.code, exc.message)
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    client_ip = request.app[IPS].client_ip(
-        peer[0] if peer else "", request.headers.get("X-Forwarded-For")
-    )
-    headers = {"X-Forwarded-For": client_ip}
+    headers = {"X-Forwarded-For": request[CLIENT_IP]}
     if "Authorization" in request.headers:
         headers["Authorization"] = request.headers["Authorization"]
     try:
@@ -90,7 +86,6 @@ def build_app(settings: EdgeSettings) -> web.Application:
         middlewares=[json_errors_middleware, callback_auth_middleware(verifier, ips)],
     )
     app[SETTINGS] = settings
-    app[IPS] = ips
     add_operational_routes(app)
     base = "/v1/customers/{customer_id}/balances/{balance_id}"
     app.router.add_post(base + "/debit", debit)

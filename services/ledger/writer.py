@@ -252,7 +252,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
     ) -> None:
         """Decide a batch against memory and send its write; it completes in order, later."""
         started = time.perf_counter()
-        work: list[tuple[Owned, ConsumerRecord[Any, Any], Command, Envelope]] = []
+        work: list[tuple[Owned, ConsumerRecord[Any, Any], Command, Envelope, Key]] = []
         dead: list[tuple[ConsumerRecord[Any, Any], str]] = []
         ends: dict[int, int] = {}
         missing: list[Key] = []
@@ -273,7 +273,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                 key = idempotency_key(cmd)
                 if key not in owned.outcomes:
                     missing.append(key)
-                work.append((owned, msg, cmd, envelope))
+                work.append((owned, msg, cmd, envelope, key))
         if not ends:
             return
         if work:
@@ -367,7 +367,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _decide_all(
         self,
-        work: list[tuple[Owned, ConsumerRecord[Any, Any], Command, Envelope]],
+        work: list[tuple[Owned, ConsumerRecord[Any, Any], Command, Envelope, Key]],
         stored: dict[Key, StoredOutcome],
         ends: dict[int, int],
         verified: bool,
@@ -381,8 +381,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         replies: list[tuple[Envelope, Decision]] = []
         facts: dict[int, list[tuple[int, str, bytes]]] = {}
         unverified: list[tuple[int, Owned, Command]] = []
-        for owned, msg, cmd, envelope in work:
-            key = idempotency_key(cmd)
+        for owned, msg, cmd, envelope, key in work:
             prior = owned.outcomes.get(key) or stored.get(key)
             decision = decide(owned.state, cmd, prior)
             if prior is None and not verified and not decision.record:

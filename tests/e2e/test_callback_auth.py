@@ -4,16 +4,18 @@ error code, and nothing written."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import time
+from collections.abc import AsyncIterator
 
 import jwt
 import orjson
 import pytest
 
 from wallet_clients import Operator, Wallet
-from wallet_stack import QuadcodeKey, Stack, wait_ready
+from wallet_stack import QuadcodeKey, Service, Stack, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -100,21 +102,34 @@ async def test_bad_token_is_403_and_writes_nothing(
     assert (await wallet.read_eventually(customer, balance, "10.00")).json["amount"] == "10.00"
 
 
-async def test_token_from_a_rotated_second_key_is_accepted(
-    stack: Stack, wallet: Wallet, funded: tuple[str, str], quadcode_key: QuadcodeKey
-) -> None:
-    second = QuadcodeKey.generate()
+@contextlib.asynccontextmanager
+async def extra_edge(stack: Stack, reply_partition: int, **env: str) -> AsyncIterator[Service]:
+    """A second edge on the same stack with settings of its own, stopped afterwards."""
     edge = stack.add(
         "edge",
         "WALLET_EDGE_PORT",
-        WALLET_QUADCODE_PUBLIC_KEY_FILES="",
-        WALLET_QUADCODE_PUBLIC_KEYS=(quadcode_key.public_pem + second.public_pem).decode(),
         WALLET_PROJECTION_URL=stack.projection.url,
-        WALLET_EDGE_REPLY_PARTITION="1",
+        WALLET_EDGE_REPLY_PARTITION=str(reply_partition),
+        **env,
     )
     edge.start()
     try:
         await wait_ready(edge)
+        yield edge
+    finally:
+        edge.stop()
+
+
+async def test_token_from_a_rotated_second_key_is_accepted(
+    stack: Stack, wallet: Wallet, funded: tuple[str, str], quadcode_key: QuadcodeKey
+) -> None:
+    second = QuadcodeKey.generate()
+    async with extra_edge(
+        stack,
+        1,
+        WALLET_QUADCODE_PUBLIC_KEY_FILES="",
+        WALLET_QUADCODE_PUBLIC_KEYS=(quadcode_key.public_pem + second.public_pem).decode(),
+    ) as edge:
         customer, balance = funded
         for key in (quadcode_key, second):
             answer = await wallet.post(
@@ -132,23 +147,12 @@ async def test_token_from_a_rotated_second_key_is_accepted(
             )
             assert answer.status == 201
         await wallet.credit(customer, balance, "0.01")
-    finally:
-        edge.stop()
 
 
 async def test_caller_outside_the_allowlist_is_403_even_with_a_spoofed_forwarded_for(
     stack: Stack, wallet: Wallet, funded: tuple[str, str]
 ) -> None:
-    edge = stack.add(
-        "edge",
-        "WALLET_EDGE_PORT",
-        WALLET_ALLOWED_IPS="10.0.0.0/8,2001:db8::/32",
-        WALLET_PROJECTION_URL=stack.projection.url,
-        WALLET_EDGE_REPLY_PARTITION="2",
-    )
-    edge.start()
-    try:
-        await wait_ready(edge)
+    async with extra_edge(stack, 2, WALLET_ALLOWED_IPS="10.0.0.0/8,2001:db8::/32") as edge:
         customer, balance = funded
         body = {"request_id": "ip-1", "amount": "1.00", "currency_code": "USD", "comment": "x"}
         plain = await wallet.post("debit", customer, balance, body, base_url=edge.url)
@@ -162,24 +166,14 @@ async def test_caller_outside_the_allowlist_is_403_even_with_a_spoofed_forwarded
         )
         assert (plain.status, plain.json["error"]) == (403, "ip_not_allowed")
         assert (spoofed.status, spoofed.json["error"]) == (403, "ip_not_allowed")
-    finally:
-        edge.stop()
 
 
 async def test_forwarded_for_counts_only_from_a_trusted_proxy(
     stack: Stack, wallet: Wallet, funded: tuple[str, str]
 ) -> None:
-    edge = stack.add(
-        "edge",
-        "WALLET_EDGE_PORT",
-        WALLET_ALLOWED_IPS="10.0.0.0/8",
-        WALLET_EDGE_TRUSTED_PROXIES="127.0.0.1/32",
-        WALLET_PROJECTION_URL=stack.projection.url,
-        WALLET_EDGE_REPLY_PARTITION="3",
-    )
-    edge.start()
-    try:
-        await wait_ready(edge)
+    async with extra_edge(
+        stack, 3, WALLET_ALLOWED_IPS="10.0.0.0/8", WALLET_EDGE_TRUSTED_PROXIES="127.0.0.1/32"
+    ) as edge:
         customer, balance = funded
         body = {"request_id": "ip-2", "amount": "1.00", "currency_code": "USD", "comment": "x"}
         allowed = await wallet.post(
@@ -200,5 +194,3 @@ async def test_forwarded_for_counts_only_from_a_trusted_proxy(
         )
         assert allowed.status == 201
         assert (outside.status, outside.json["error"]) == (403, "ip_not_allowed")
-    finally:
-        edge.stop()
