@@ -38,7 +38,8 @@ async def run(settings: ProjectionSettings) -> None:
         "projection",
         group_id=settings.topic_prefix + settings.projection_group,
         max_poll_records=5000,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_min_bytes=settings.projection_fetch_min_bytes,
+        fetch_max_wait_ms=settings.projection_fetch_max_wait_ms,
     )
     follower = Follower(
         conn, consumer, topic, model, flush_seconds=settings.projection_flush_ms / 1000

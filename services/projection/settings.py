@@ -17,6 +17,19 @@ class ProjectionSettings(CallbackAuthSettings):
         le=60_000,
         description="Most time between checkpoints of the read model to Postgres.",
     )
+    projection_fetch_min_bytes: int = Field(
+        default=1,
+        ge=1,
+        le=1_048_576,
+        description="Bytes of facts a fetch waits for (up to the fetch wait below): fewer, larger "
+        "fetches cost less CPU and add at most that wait to the read model's lag.",
+    )
+    projection_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=1000,
+        description="Longest a fetch of facts waits at the broker for its minimum bytes.",
+    )
     projection_group: str = Field(default="projection", description="Consumer group name.")
     projection_trusted_proxies: str = Field(
         default="127.0.0.1/32,::1/128",
