@@ -18,14 +18,14 @@ class ProjectionSettings(CallbackAuthSettings):
         description="Most time between checkpoints of the read model to Postgres.",
     )
     projection_fetch_min_bytes: int = Field(
-        default=1,
+        default=65_536,
         ge=1,
         le=1_048_576,
         description="Bytes of facts a fetch waits for (up to the fetch wait below): fewer, larger "
         "fetches cost less CPU and add at most that wait to the read model's lag.",
     )
     projection_fetch_max_wait_ms: int = Field(
-        default=100,
+        default=20,
         ge=0,
         le=1000,
         description="Longest a fetch of facts waits at the broker for its minimum bytes.",

@@ -3,13 +3,17 @@
 The load generator must not be the bottleneck on a 2-core machine that also runs Kafka, Postgres
 and the services, so it skips a general-purpose client: requests are pre-encoded bytes, and a
 response is parsed just far enough to get its status and body (the wallet always sends
-Content-Length).
+Content-Length). Each answer is handed to a plain callback, not to an awaiting task: the load
+generator's own CPU per request is part of what the machine spends, so it is kept small.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import cast
+
+OnAnswer = Callable[[int, bytes], None]
 
 
 class Connection(asyncio.Protocol):
@@ -18,7 +22,7 @@ class Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._on_answer: OnAnswer | None = None
         self._closed = asyncio.get_running_loop().create_future()
 
     @classmethod
@@ -31,8 +35,9 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(ConnectionError("connection lost"))
+        on_answer, self._on_answer = self._on_answer, None
+        if on_answer is not None:
+            on_answer(0, b"connection lost")
         if not self._closed.done():
             self._closed.set_result(None)
         self.transport = None
@@ -43,7 +48,7 @@ class Connection(asyncio.Protocol):
 
     def _try_complete(self) -> None:
         end = self._buffer.find(b"\r\n\r\n")
-        if end < 0 or self._waiter is None:
+        if end < 0 or self._on_answer is None:
             return
         head = bytes(self._buffer[:end])
         length = 0
@@ -58,16 +63,17 @@ class Connection(asyncio.Protocol):
         status = int(head[9:12])
         body = bytes(self._buffer[end + 4 : total])
         del self._buffer[:total]
-        waiter, self._waiter = self._waiter, None
-        if not waiter.done():
-            waiter.set_result((status, body))
+        on_answer, self._on_answer = self._on_answer, None
+        on_answer(status, body)
 
-    async def request(self, raw: bytes) -> tuple[int, bytes]:
+    def send(self, raw: bytes, on_answer: OnAnswer) -> None:
+        """Send one request; ``on_answer(status, body)`` is called with its answer, or with
+        status 0 if the connection is lost first."""
         if self.transport is None:
-            raise ConnectionError("connection closed")
-        self._waiter = asyncio.get_running_loop().create_future()
+            on_answer(0, b"connection closed")
+            return
+        self._on_answer = on_answer
         self.transport.write(raw)
-        return await self._waiter
 
     def close(self) -> None:
         if self.transport is not None:

@@ -19,6 +19,7 @@ import resource
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,81 +135,155 @@ class Traffic:
         return kind, request_id, customer, encode_request("POST", path, self.host, token, body)
 
 
-async def _one(
-    conn: Connection, traffic: Traffic, tokens: Tokens, results: Results, scheduled: float | None
-) -> None:
-    kind, request_id, customer, raw = traffic.next(tokens.current())
-    started = time.perf_counter() if scheduled is None else scheduled
-    status, body = await conn.request(raw)
-    results.latencies[kind].append((time.perf_counter() - started) * 1000)
-    results.statuses[status] += 1
-    if kind == "get":
-        return
-    results.sent_writes += 1
-    if status == 201 and traffic.cfg.record_writes:
-        results.writes_ok.append((request_id, kind, customer))
-    if traffic.rng.random() < traffic.cfg.retry_fraction:
-        again_status, again_body = await conn.request(raw)
-        results.replays += 1
-        results.statuses[again_status] += 1
-        if (again_status, again_body) != (status, body):
-            results.replay_mismatches.append(
-                {
-                    "request_id": request_id,
-                    "first": [status, body.decode()],
-                    "again": [again_status, again_body.decode()],
-                }
-            )
+class Driver:
+    """Sends requests and records their answers, with callbacks instead of a task per request
+    (the load generator shares the machine, so its own cost per request is kept small)."""
+
+    def __init__(self, cfg: Config, traffic: Traffic, tokens: Tokens, results: Results) -> None:
+        self.cfg = cfg
+        self.traffic = traffic
+        self.tokens = tokens
+        self.results = results
+        self.outstanding = 0
+        self._drained: asyncio.Future[None] | None = None
+
+    async def drain(self) -> None:
+        """Wait until every request sent so far is answered."""
+        if self.outstanding:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    def start(
+        self, conn: Connection, scheduled: float | None, then: Callable[[Connection], None]
+    ) -> None:
+        """Send the next request on ``conn`` (latency from ``scheduled``, or from now); when it and
+        its replay (if any) are answered, call ``then(conn)``. A lost connection is counted and
+        not handed back."""
+        kind, request_id, customer, raw = self.traffic.next(self.tokens.current())
+        started = time.perf_counter() if scheduled is None else scheduled
+        self.outstanding += 1
+
+        def finished(ok: bool) -> None:
+            self.outstanding -= 1
+            if ok:
+                then(conn)
+            drained = self._drained
+            if self.outstanding == 0 and drained is not None and not drained.done():
+                drained.set_result(None)
+
+        def answered(status: int, body: bytes) -> None:
+            results = self.results
+            if status == 0:
+                results.errors["ConnectionError"] += 1
+                finished(False)
+                return
+            results.latencies[kind].append((time.perf_counter() - started) * 1000)
+            results.statuses[status] += 1
+            if kind == "get":
+                finished(True)
+                return
+            results.sent_writes += 1
+            if status == 201 and self.cfg.record_writes:
+                results.writes_ok.append((request_id, kind, customer))
+            if self.traffic.rng.random() >= self.cfg.retry_fraction:
+                finished(True)
+                return
+
+            def replayed(again_status: int, again_body: bytes) -> None:
+                if again_status == 0:
+                    results.errors["ConnectionError"] += 1
+                    finished(False)
+                    return
+                results.replays += 1
+                results.statuses[again_status] += 1
+                if (again_status, again_body) != (status, body):
+                    results.replay_mismatches.append(
+                        {
+                            "request_id": request_id,
+                            "first": [status, body.decode()],
+                            "again": [again_status, again_body.decode()],
+                        }
+                    )
+                finished(True)
+
+            conn.send(raw, replayed)
+
+        conn.send(raw, answered)
 
 
 async def closed_loop(cfg: Config, traffic: Traffic, tokens: Tokens, results: Results) -> None:
+    """C connections, each sending its next request as soon as the previous one is answered."""
     conns = [await Connection.open(cfg.host, cfg.port) for _ in range(cfg.concurrency)]
+    driver = Driver(cfg, traffic, tokens, results)
     deadline = time.perf_counter() + cfg.duration
     budget = cfg.max_requests or float("inf")
 
-    async def worker(conn: Connection) -> None:
+    def next_request(conn: Connection) -> None:
         nonlocal budget
-        while time.perf_counter() < deadline and budget > 0:
+        if time.perf_counter() < deadline and budget > 0:
             budget -= 1
-            try:
-                await _one(conn, traffic, tokens, results, None)
-            except ConnectionError as exc:
-                results.errors[type(exc).__name__] += 1
-                return
+            driver.start(conn, None, next_request)
 
-    await asyncio.gather(*(worker(c) for c in conns))
+    for conn in conns:
+        next_request(conn)
+    await driver.drain()
     for c in conns:
         c.close()
 
 
 async def open_loop(cfg: Config, traffic: Traffic, tokens: Tokens, results: Results) -> None:
+    """Requests scheduled at a fixed rate on whichever connection is free (a new one if none
+    is); latency counts from the scheduled time, so a request sent late is charged its delay.
+
+    Due requests go out whenever the loop is awake anyway (an answer arrived) and at least every
+    millisecond from a timer: the event loop's timers have millisecond resolution, and a timer
+    asked for less than that would spin the loop instead of sleeping."""
+    loop = asyncio.get_running_loop()
     idle: deque[Connection] = deque([await Connection.open(cfg.host, cfg.port) for _ in range(64)])
-    tasks: set[asyncio.Task[None]] = set()
+    driver = Driver(cfg, traffic, tokens, results)
+    connecting: set[asyncio.Task[None]] = set()
     interval = 1.0 / cfg.rate
     start = time.perf_counter()
     end = start + cfg.duration
     next_at = start
+    ticking = loop.create_future()
 
-    async def send(scheduled: float) -> None:
-        conn = idle.popleft() if idle else await Connection.open(cfg.host, cfg.port)
+    async def on_new_connection(scheduled: float) -> None:
         try:
-            await _one(conn, traffic, tokens, results, scheduled)
-            idle.append(conn)
-        except ConnectionError as exc:
+            conn = await Connection.open(cfg.host, cfg.port)
+        except OSError as exc:
             results.errors[type(exc).__name__] += 1
+            return
+        driver.start(conn, scheduled, free)
 
-    while next_at < end:
+    def pump() -> None:
+        nonlocal next_at
         now = time.perf_counter()
-        if next_at > now:
-            await asyncio.sleep(next_at - now)
-            continue
         while next_at <= now and next_at < end:
-            task = asyncio.create_task(send(next_at))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            if idle:
+                driver.start(idle.popleft(), next_at, free)
+            else:
+                task = loop.create_task(on_new_connection(next_at))
+                connecting.add(task)
+                task.add_done_callback(connecting.discard)
             next_at += interval
-    if tasks:
-        await asyncio.gather(*tasks)
+
+    def free(conn: Connection) -> None:
+        idle.append(conn)
+        pump()
+
+    def tick() -> None:
+        pump()
+        if next_at < end:
+            loop.call_later(0.001, tick)
+        elif not ticking.done():
+            ticking.set_result(None)
+
+    tick()
+    await ticking
+    if connecting:
+        await asyncio.gather(*connecting)
+    await driver.drain()
     for c in idle:
         c.close()
 
