@@ -12,15 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import Histogram
 
 from ledger_core.commands import Command, Envelope, encode
 from ledger_core.replies import decode_replies
 
 log = structlog.get_logger()
+
+_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+COMMAND_SECONDS = Histogram(
+    "edge_command_seconds",
+    "From publishing a command to receiving the ledger's outcome",
+    buckets=_BUCKETS,
+)
+REPLY_DELAY_SECONDS = Histogram(
+    "edge_reply_delay_seconds",
+    "From the ledger sending a reply message to this process reading it",
+    buckets=_BUCKETS,
+)
 
 
 class OutcomeTimeout(Exception):
@@ -72,6 +86,7 @@ class CommandBus:
         command_id = uuid.uuid4().hex
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = future
+        started = time.perf_counter()
         try:
             delivery = await self._producer.send(
                 self._commands_topic,
@@ -79,7 +94,9 @@ class CommandBus:
                 key=cmd.customer_id.encode(),
             )
             delivery.add_done_callback(lambda d: self._delivery_failed(d, future))
-            return await asyncio.wait_for(future, wait_seconds)
+            outcome = await asyncio.wait_for(future, wait_seconds)
+            COMMAND_SECONDS.observe(time.perf_counter() - started)
+            return outcome
         except TimeoutError:
             raise OutcomeTimeout(f"no outcome within {wait_seconds:.1f}s") from None
         finally:
@@ -102,8 +119,10 @@ class CommandBus:
                 log.warning("reply_read_failed", error=repr(exc))
                 await asyncio.sleep(0.2)
                 continue
+            now = time.time()
             for messages in batches.values():
                 for msg in messages:
+                    REPLY_DELAY_SECONDS.observe(max(0.0, now - msg.timestamp / 1000))
                     try:
                         replies = decode_replies(msg.value)
                     except (ValueError, TypeError):

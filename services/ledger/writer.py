@@ -133,6 +133,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         producer: AIOKafkaProducer,
         topics: Topics,
         *,
+        reply_producer: AIOKafkaProducer | None = None,
         max_batch: int,
         outcome_cache: int,
         verify_seconds: float = 10.0,
@@ -149,7 +150,8 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         self.verify_seconds = verify_seconds
         self.verify_until = 0.0
         self.consumer = consumer
-        self.producer = producer
+        self.producer = producer  # facts and dead letters
+        self.reply_producer = reply_producer or producer
         self.topics = topics
         self.max_batch = max_batch
         self.outcome_cache = outcome_cache
@@ -433,7 +435,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                     (envelope.command_id, outcome.status, outcome.body)
                 )
         for partition, items in by_partition.items():
-            await self.producer.send(
+            await self.reply_producer.send(
                 self.topics.replies, encode_replies(items), partition=partition
             )
 

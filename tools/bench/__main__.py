@@ -46,6 +46,7 @@ LEDGER_HISTOGRAMS = (
     "ledger_lookup_seconds",
     "ledger_command_queued_seconds",
 )
+EDGE_HISTOGRAMS = ("edge_command_seconds", "edge_reply_delay_seconds")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -363,10 +364,17 @@ async def run(args: argparse.Namespace) -> int:
                 names_p = {"projection_lag_seconds"}
                 before_l = metrics.merge(*[await metrics.scrape(http, u, names_l) for u in ledgers])
                 before_p = await metrics.scrape(http, projection, names_p)
+                # Edges share one port: their metrics are read only when there is one.
+                edge_url = stack.by_kind("edge")[0].url if args.edges == 1 else None
+                names_e = set(EDGE_HISTOGRAMS)
+                before_e = await metrics.scrape(http, edge_url, names_e) if edge_url else {}
                 print(f"running {name} ...", flush=True)
                 result = run_loadgen(cfg, workdir, sampler, 5.0 if name == "memory" else 1.0)
                 after_l = metrics.merge(*[await metrics.scrape(http, u, names_l) for u in ledgers])
                 after_p = await metrics.scrape(http, projection, names_p)
+                after_e = await metrics.scrape(http, edge_url, names_e) if edge_url else {}
+                for hist, values in metrics.delta(after_e, before_e).items():
+                    result[hist] = metrics.summary(values)
                 ledger_delta = metrics.delta(after_l, before_l)
                 for hist in LEDGER_HISTOGRAMS:
                     result[hist] = metrics.summary(ledger_delta.get(hist, {}))
@@ -417,6 +425,12 @@ def print_scenario(name: str, r: dict[str, Any]) -> None:
             for s in stages
         )
     )
+    if "edge_command_seconds" in r:
+        print(
+            "   edge (mean ms): command round trip "
+            f"{r['edge_command_seconds'].get('mean', 0) * 1000:.2f}, reply delay "
+            f"{r.get('edge_reply_delay_seconds', {}).get('mean', 0) * 1000:.2f}"
+        )
     print("   process        cpu%   rss MB (first/last/peak)")
     for proc, v in r.get("processes", {}).items():
         print(
