@@ -66,6 +66,7 @@ async def run(settings: LedgerSettings) -> None:
         max_batch=settings.ledger_max_batch,
         outcome_cache=settings.ledger_outcome_cache,
         verify_seconds=settings.ledger_verify_seconds,
+        pipeline_depth=settings.ledger_pipeline_depth,
     )
     consumer.subscribe([names.commands], listener=writer)
     await consumer.start()

@@ -15,6 +15,13 @@ class LedgerSettings(CommonSettings):
     ledger_max_batch: int = Field(
         default=2000, ge=1, le=50_000, description="Most commands applied in one transaction."
     )
+    ledger_pipeline_depth: int = Field(
+        default=2,
+        ge=1,
+        le=2,
+        description="Batches in flight at once: 2 decides the next batch while the previous one "
+        "is written (writes stay in order); 1 decides only after the previous write landed.",
+    )
     ledger_outcome_cache: int = Field(
         default=10_000,
         ge=0,

@@ -84,8 +84,6 @@ OPTIMISTIC_MISSES = Counter(
 DEAD_LETTERS = Counter("ledger_dead_letters_total", "Undecodable commands sent to the DLQ")
 
 Key = tuple[str, str, str]
-# Batches whose writes may be in flight at once (each on its own connection).
-PIPELINE_DEPTH = 2
 
 
 @dataclass(slots=True)
@@ -137,10 +135,13 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         max_batch: int,
         outcome_cache: int,
         verify_seconds: float = 10.0,
+        pipeline_depth: int = 2,
     ) -> None:
         # Batches alternate between connections so one batch is decided and looked up while the
         # previous one is being written (and several commits can share a WAL flush).
         self.conns = conns
+        # Batches sent and not yet completed: at most this many (each on its own connection).
+        self.pipeline_depth = min(pipeline_depth, len(conns))
         self.conn = conns[0]  # ownership changes and republishing, with nothing in flight
         self.next_conn = 0
         self.in_flight: deque[InFlight] = deque()
@@ -239,7 +240,8 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             async with self._lock:
                 if records:
                     await self._start_batch(records)
-                while self.in_flight and (len(self.in_flight) >= PIPELINE_DEPTH or not records):
+                depth = self.pipeline_depth
+                while self.in_flight and (len(self.in_flight) >= depth or not records):
                     await self._complete_oldest()
                 if not self.in_flight:
                     await self._recover_pending()

@@ -327,6 +327,8 @@ async def main_async(cfg: Config, key_pem: bytes) -> dict[str, Any]:
         "latency_ms": percentiles(all_latencies),
         "latency_ms_by_kind": {k: percentiles(v) for k, v in results.latencies.items() if v},
         "sent_writes": results.sent_writes,
+        # Write request ids are "<run_id>-<seq>" with seq 1..this: nothing else was ever sent.
+        "last_write_seq": traffic.seq,
         "writes_ok": results.writes_ok,
         "replays": results.replays,
         "replay_mismatches": results.replay_mismatches,
