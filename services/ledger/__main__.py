@@ -45,9 +45,6 @@ async def run(settings: LedgerSettings) -> None:
     producer = make_producer(
         settings.kafka_bootstrap, "ledger", linger_ms=settings.ledger_producer_linger_ms
     )
-    # Replies get a producer (a connection) of their own: aiokafka keeps one produce request in
-    # flight per connection, and a reply must not wait behind a request of facts.
-    reply_producer = make_producer(settings.kafka_bootstrap, "ledger-replies")
     consumer = make_consumer(
         settings.kafka_bootstrap,
         "ledger",
@@ -56,13 +53,11 @@ async def run(settings: LedgerSettings) -> None:
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     await producer.start()
-    await reply_producer.start()
     writer = Writer(
         [conn, second],
         consumer,
         producer,
         names,
-        reply_producer=reply_producer,
         max_batch=settings.ledger_max_batch,
         outcome_cache=settings.ledger_outcome_cache,
         verify_seconds=settings.ledger_verify_seconds,
@@ -83,7 +78,6 @@ async def run(settings: LedgerSettings) -> None:
             log.exception("writer_loop_failed")
         await writer.close()
         await consumer.stop()
-        await reply_producer.stop()
         await producer.stop()
         await pool.close()
         await second.close()

@@ -131,7 +131,6 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         producer: AIOKafkaProducer,
         topics: Topics,
         *,
-        reply_producer: AIOKafkaProducer | None = None,
         max_batch: int,
         outcome_cache: int,
         verify_seconds: float = 10.0,
@@ -151,8 +150,10 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         self.verify_seconds = verify_seconds
         self.verify_until = 0.0
         self.consumer = consumer
-        self.producer = producer  # facts and dead letters
-        self.reply_producer = reply_producer or producer
+        # One producer for replies and facts: a batch's replies and facts go out in one produce
+        # request. (A producer of its own for replies, so they never queue behind facts, was
+        # measured: it saved no latency and cost a second request per batch.)
+        self.producer = producer
         self.topics = topics
         self.max_batch = max_batch
         self.outcome_cache = outcome_cache
@@ -437,7 +438,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                     (envelope.command_id, outcome.status, outcome.body)
                 )
         for partition, items in by_partition.items():
-            await self.reply_producer.send(
+            await self.producer.send(
                 self.topics.replies, encode_replies(items), partition=partition
             )
 

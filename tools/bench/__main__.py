@@ -283,7 +283,10 @@ async def run(args: argparse.Namespace) -> int:
             "partitions": {t.name: t.partitions for t in topics.TOPICS},
             "postgres": "fsync=on, synchronous_commit=on (defaults)",
             "kafka_producers": "acks=all, enable_idempotence=true, linger_ms=0",
-            "projection": "synchronous_commit=off on its own read-model connection (rebuildable)",
+            "projection": "synchronous_commit=off on its own read-model connection (rebuildable);"
+            " facts fetched in chunks of up to 64 KiB, waiting at most 20 ms",
+            "kafka_broker": "single KRaft node, heap 512 MB, 1 network / 2 I/O / 2 background"
+            " threads (deploy/local/kafka.sh)",
             "retry_fraction": args.retry_fraction,
             "tuned_service_settings": tuned,
         },
