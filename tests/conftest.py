@@ -11,9 +11,7 @@ import aiohttp
 import pytest
 
 from wallet_clients import Operator, Wallet
-from wallet_platform import topics
-from wallet_platform.command_bus import CommandBus
-from wallet_platform.kafka import make_consumer, make_producer
+from wallet_platform.command_bus import open_command_bus
 from wallet_stack import (
     KAFKA,
     QuadcodeKey,
@@ -93,22 +91,10 @@ async def stack(
 
 @pytest.fixture(scope="module")
 async def operator(stack: Stack) -> AsyncIterator[Operator]:
-    producer = make_producer(KAFKA, "test-operator")
-    replies = make_consumer(KAFKA, "test-operator")
-    await producer.start()
-    await replies.start()
-    bus = CommandBus(
-        producer,
-        replies,
-        commands_topic=topics.topic_name(topics.COMMANDS, stack.prefix),
-        replies_topic=topics.topic_name(topics.REPLIES, stack.prefix),
-        reply_partition=7,
-    )
-    await bus.start()
-    yield Operator(bus)
-    await bus.stop()
-    await replies.stop()
-    await producer.stop()
+    async with open_command_bus(
+        KAFKA, "test-operator", topic_prefix=stack.prefix, reply_partition=7
+    ) as bus:
+        yield Operator(bus)
 
 
 @pytest.fixture(scope="module")

@@ -114,14 +114,15 @@ def facts_for(decision: Decision, partition: int, occurred_at_ms: int) -> list[F
             # Blocks can repeat (block, unblock, block): each command's request_id tells them apart.
             event_id = stable_id("fact", kind, effect.customer_id, effect.request_id)
             body = {"type": kind, "customer_id": effect.customer_id}
+        event = str(event_id)
         payload = {
             "schema": SCHEMA,
-            "event_id": str(event_id),
+            "event_id": event,
             "occurred_at": occurred_at,
             "partition": partition,
             **body,
         }
-        out.append(Fact(str(event_id), body["customer_id"], orjson.dumps(payload)))
+        out.append(Fact(event, body["customer_id"], orjson.dumps(payload)))
     return out
 
 

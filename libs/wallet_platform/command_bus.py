@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -21,6 +22,8 @@ from prometheus_client import Histogram
 
 from ledger_core.commands import Command, Envelope, encode
 from ledger_core.replies import decode_replies
+from wallet_platform import topics
+from wallet_platform.kafka import make_consumer, make_producer
 
 log = structlog.get_logger()
 
@@ -78,6 +81,10 @@ class CommandBus:
         self._pending.clear()
 
     @property
+    def producer(self) -> AIOKafkaProducer:
+        return self._producer
+
+    @property
     def in_flight(self) -> int:
         return len(self._pending)
 
@@ -132,3 +139,33 @@ class CommandBus:
                         future = self._pending.get(command_id)
                         if future is not None and not future.done():
                             future.set_result((status, body))
+
+
+@contextlib.asynccontextmanager
+async def open_command_bus(
+    bootstrap: str,
+    client_id: str,
+    *,
+    topic_prefix: str,
+    reply_partition: int,
+    linger_ms: int = 0,
+    fetch_max_wait_ms: int = 100,
+) -> AsyncIterator[CommandBus]:
+    """A started bus on its own producer and reply consumer; all three stopped on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        producer = make_producer(bootstrap, client_id, linger_ms=linger_ms)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        replies = make_consumer(bootstrap, client_id, fetch_max_wait_ms=fetch_max_wait_ms)
+        await replies.start()
+        stack.push_async_callback(replies.stop)
+        bus = CommandBus(
+            producer,
+            replies,
+            commands_topic=topics.topic_name(topics.COMMANDS, topic_prefix),
+            replies_topic=topics.topic_name(topics.REPLIES, topic_prefix),
+            reply_partition=reply_partition,
+        )
+        await bus.start()
+        stack.push_async_callback(bus.stop)
+        yield bus

@@ -11,9 +11,8 @@ from aiokafka.errors import KafkaError
 
 from edge.settings import EdgeSettings
 from ledger_core.requests import RequestError, check_id, parse_callback
-from wallet_platform import topics
 from wallet_platform.callback_auth import IpPolicy
-from wallet_platform.command_bus import CommandBus, OutcomeTimeout
+from wallet_platform.command_bus import CommandBus, OutcomeTimeout, open_command_bus
 from wallet_platform.health import kafka_check
 from wallet_platform.http import (
     CLIENT_IP,
@@ -22,7 +21,6 @@ from wallet_platform.http import (
     json_error,
     json_errors_middleware,
 )
-from wallet_platform.kafka import make_consumer, make_producer
 from wallet_platform.service import READINESS, ReadinessCheck, add_operational_routes
 
 BUS = web.AppKey("bus", CommandBus)
@@ -86,11 +84,12 @@ def build_app(settings: EdgeSettings) -> web.Application:
         middlewares=[json_errors_middleware, callback_auth_middleware(verifier, ips)],
     )
     app[SETTINGS] = settings
-    add_operational_routes(app)
+    # The callbacks first: the router tries routes in order, and they are nearly every request.
     base = "/v1/customers/{customer_id}/balances/{balance_id}"
     app.router.add_post(base + "/debit", debit)
     app.router.add_post(base + "/credit", credit)
     app.router.add_get(base, get_balance)
+    add_operational_routes(app)
     app.cleanup_ctx.append(_resources)
     return app
 
@@ -99,38 +98,26 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     """Kafka producer, reply consumer and projection client: opened before the first request,
     closed after the last one finished (aiohttp runs cleanup after in-flight handlers)."""
     settings = app[SETTINGS]
-    producer = make_producer(
-        settings.kafka_bootstrap, "edge", linger_ms=settings.edge_producer_linger_ms
-    )
-    replies = make_consumer(
-        settings.kafka_bootstrap,
-        f"edge-{settings.edge_reply_partition}",
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-    )
-    await producer.start()
-    await replies.start()
-    bus = CommandBus(
-        producer,
-        replies,
-        commands_topic=topics.topic_name(topics.COMMANDS, settings.topic_prefix),
-        replies_topic=topics.topic_name(topics.REPLIES, settings.topic_prefix),
-        reply_partition=settings.edge_reply_partition,
-    )
-    await bus.start()
-    app[BUS] = bus
-    session = aiohttp.ClientSession(
-        settings.projection_url,
-        timeout=aiohttp.ClientTimeout(total=2.0),
-        connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-    )
-    app[PROJECTION] = session
-    app[READINESS].append(kafka_check(producer))
-    app[READINESS].append(_projection_check(session))
-    yield
-    await bus.stop()
-    await replies.stop()
-    await producer.stop()
-    await session.close()
+    async with (
+        open_command_bus(
+            settings.kafka_bootstrap,
+            f"edge-{settings.edge_reply_partition}",
+            topic_prefix=settings.topic_prefix,
+            reply_partition=settings.edge_reply_partition,
+            linger_ms=settings.edge_producer_linger_ms,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        ) as bus,
+        aiohttp.ClientSession(
+            settings.projection_url,
+            timeout=aiohttp.ClientTimeout(total=2.0),
+            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+        ) as session,
+    ):
+        app[BUS] = bus
+        app[PROJECTION] = session
+        app[READINESS].append(kafka_check(bus.producer))
+        app[READINESS].append(_projection_check(session))
+        yield
 
 
 def _projection_check(session: aiohttp.ClientSession) -> ReadinessCheck:

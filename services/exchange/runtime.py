@@ -12,9 +12,7 @@ from aiokafka import AIOKafkaProducer
 from exchange.orchestrator import Orchestrator
 from exchange.settings import ExchangeSettings
 from swapgate import SwapgateClient
-from wallet_platform import topics
-from wallet_platform.command_bus import CommandBus
-from wallet_platform.kafka import make_consumer, make_producer
+from wallet_platform.command_bus import open_command_bus
 from wallet_platform.schema import check_schema
 
 
@@ -36,36 +34,24 @@ async def open_runtime(
     try:
         async with pool.acquire() as conn:
             await check_schema(conn)
-        producer = make_producer(settings.kafka_bootstrap, client_id)
-        replies = make_consumer(
+        async with open_command_bus(
             settings.kafka_bootstrap,
             client_id,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        )
-        await producer.start()
-        await replies.start()
-        bus = CommandBus(
-            producer,
-            replies,
-            commands_topic=topics.topic_name(topics.COMMANDS, settings.topic_prefix),
-            replies_topic=topics.topic_name(topics.REPLIES, settings.topic_prefix),
+            topic_prefix=settings.topic_prefix,
             reply_partition=reply_partition,
-        )
-        client = SwapgateClient(
-            settings.swapgate_base_url,
-            credentials=settings.swapgate_credentials(),
-            timeout_s=settings.swapgate_request_timeout,
-            markup_policy=settings.markup_policy(),
-        )
-        orchestrator = Orchestrator(settings, pool, bus, client)
-        try:
-            await bus.start()
-            yield Runtime(orchestrator, pool, producer)
-        finally:
-            await orchestrator.close()
-            await bus.stop()
-            await client.close()
-            await replies.stop()
-            await producer.stop()
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        ) as bus:
+            client = SwapgateClient(
+                settings.swapgate_base_url,
+                credentials=settings.swapgate_credentials(),
+                timeout_s=settings.swapgate_request_timeout,
+                markup_policy=settings.markup_policy(),
+            )
+            orchestrator = Orchestrator(settings, pool, bus, client)
+            try:
+                yield Runtime(orchestrator, pool, bus.producer)
+            finally:
+                await orchestrator.close()
+                await client.close()
     finally:
         await pool.close()

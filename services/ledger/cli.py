@@ -20,36 +20,24 @@ import orjson
 
 from ledger_core.commands import Command, CreateCustomer, MoneyCommand, OpenBalance, SetBlocked
 from ledger_core.money import AmountError, format_amount, parse_amount
-from wallet_platform import topics
-from wallet_platform.command_bus import CommandBus, OutcomeTimeout
+from wallet_platform.command_bus import OutcomeTimeout, open_command_bus
 from wallet_platform.config import CommonSettings, load_settings
-from wallet_platform.kafka import make_consumer, make_producer
 
 CLI_REPLY_PARTITION = 7  # the last partition of ledger.replies is reserved for operator tools
 
 
 async def submit(settings: CommonSettings, cmd: Command, reply_partition: int) -> int:
-    producer = make_producer(settings.kafka_bootstrap, "ledger-cli")
-    replies = make_consumer(settings.kafka_bootstrap, "ledger-cli")
-    await producer.start()
-    await replies.start()
-    bus = CommandBus(
-        producer,
-        replies,
-        commands_topic=topics.topic_name(topics.COMMANDS, settings.topic_prefix),
-        replies_topic=topics.topic_name(topics.REPLIES, settings.topic_prefix),
-        reply_partition=reply_partition,
-    )
     try:
-        await bus.start()
-        status, body = await bus.submit(cmd, 15.0)
+        async with open_command_bus(
+            settings.kafka_bootstrap,
+            "ledger-cli",
+            topic_prefix=settings.topic_prefix,
+            reply_partition=reply_partition,
+        ) as bus:
+            status, body = await bus.submit(cmd, 15.0)
     except OutcomeTimeout:
         print("the ledger did not answer within 15 s; the command is queued and will be applied")
         return 3
-    finally:
-        await bus.stop()
-        await replies.stop()
-        await producer.stop()
     print(status, body.decode())
     return 0 if status < 400 else 1
 

@@ -380,17 +380,17 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         store.BatchRows,
         list[tuple[Envelope, Decision]],
         dict[int, list[tuple[int, str, bytes]]],
-        list[tuple[int, Owned, Command]],
+        list[tuple[int, Owned, Command, Key]],
     ]:
         rows = store.BatchRows()
         replies: list[tuple[Envelope, Decision]] = []
         facts: dict[int, list[tuple[int, str, bytes]]] = {}
-        unverified: list[tuple[int, Owned, Command]] = []
+        unverified: list[tuple[int, Owned, Command, Key]] = []
         for owned, msg, cmd, envelope, key in work:
             prior = owned.outcomes.get(key) or stored.get(key)
             decision = decide(owned.state, cmd, prior)
             if prior is None and not verified and not decision.record:
-                unverified.append((len(replies), owned, cmd))
+                unverified.append((len(replies), owned, cmd, key))
             apply(owned.state, decision)  # optimistic: reloaded from Postgres if the batch fails
             partition = owned.cursor.partition
             at = datetime.fromtimestamp(msg.timestamp / 1000, tz=UTC)
@@ -415,14 +415,14 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _verify(
         self,
         conn: asyncpg.Connection,
-        unverified: list[tuple[int, Owned, Command]],
+        unverified: list[tuple[int, Owned, Command, Key]],
         replies: list[tuple[Envelope, Decision]],
     ) -> None:
         """Re-decide answers that stored nothing against outcomes stored earlier, if any. Such
         decisions have no effects, so only their answers can change (to the stored one or 409)."""
-        stored = await store.stored_outcomes(conn, [idempotency_key(c) for _, _, c in unverified])
-        for index, owned, cmd in unverified:
-            prior = stored.get(idempotency_key(cmd))
+        stored = await store.stored_outcomes(conn, [key for _, _, _, key in unverified])
+        for index, owned, cmd, key in unverified:
+            prior = stored.get(key)
             if prior is not None:
                 envelope, _ = replies[index]
                 replies[index] = (envelope, decide(owned.state, cmd, prior))

@@ -33,8 +33,7 @@ from bench.stack import BenchStack
 from ledger.audit import audit
 from ledger_core.commands import CreateCustomer, MoneyCommand, OpenBalance
 from wallet_platform import topics
-from wallet_platform.command_bus import CommandBus
-from wallet_platform.kafka import make_consumer, make_producer
+from wallet_platform.command_bus import open_command_bus
 
 REPO = Path(__file__).resolve().parents[2]
 HOME = Path(os.environ.get("WALLET_HOME", REPO / ".run"))
@@ -107,28 +106,18 @@ def make_key(workdir: Path) -> tuple[Path, Path]:
 
 async def fund(stack: BenchStack, n: int, currency: str) -> float:
     """Create n customers with one funded balance each, through ledger.commands."""
-    producer = make_producer(stack.kafka, "bench-setup")
-    replies = make_consumer(stack.kafka, "bench-setup")
-    await producer.start()
-    await replies.start()
-    bus = CommandBus(
-        producer,
-        replies,
-        commands_topic=topics.topic_name(topics.COMMANDS, stack.prefix),
-        replies_topic=topics.topic_name(topics.REPLIES, stack.prefix),
-        reply_partition=7,
-    )
-    await bus.start()
-    started = time.perf_counter()
     limiter = asyncio.Semaphore(1000)
+    async with open_command_bus(
+        stack.kafka, "bench-setup", topic_prefix=stack.prefix, reply_partition=7
+    ) as bus:
+        started = time.perf_counter()
 
-    async def send(cmd: Any) -> None:
-        async with limiter:
-            status, body = await bus.submit(cmd, 60.0)
-            if status >= 300:
-                raise RuntimeError(f"setup command failed: {status} {body!r}")
+        async def send(cmd: Any) -> None:
+            async with limiter:
+                status, body = await bus.submit(cmd, 60.0)
+                if status >= 300:
+                    raise RuntimeError(f"setup command failed: {status} {body!r}")
 
-    try:
         ids = [f"bc-{i}" for i in range(n)]
         await asyncio.gather(*(send(CreateCustomer(c, "setup")) for c in ids))
         await asyncio.gather(
@@ -150,11 +139,7 @@ async def fund(stack: BenchStack, n: int, currency: str) -> float:
                 for c in ids
             )
         )
-    finally:
-        await bus.stop()
-        await replies.stop()
-        await producer.stop()
-    return time.perf_counter() - started
+        return time.perf_counter() - started
 
 
 def run_loadgen(
