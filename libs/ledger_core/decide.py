@@ -26,12 +26,19 @@ from ledger_core.commands import (
 )
 from ledger_core.currencies import EXPONENTS
 from ledger_core.errors import error_body, status_of
-from ledger_core.money import AmountError, format_amount, parse_amount, parse_amount_or_zero
+from ledger_core.money import (
+    AmountError,
+    ceiling,
+    format_amount,
+    parse_amount,
+    parse_amount_or_zero,
+)
 from ledger_core.state import (
     Account,
     Customer,
     PartitionState,
     Reservation,
+    UndoLog,
     balance_account_id,
     stable_id,
     system_account_id,
@@ -237,6 +244,14 @@ def _ok(status: int, body: Mapping[str, object], *effects: Effect) -> Decision:
     return Decision(Outcome(status, _exact(orjson.dumps(body))), True, effects)
 
 
+def refuse(reason: str, *, record: bool) -> Decision:
+    """The final answer to a command the ledger can never apply (``command_refused``): nothing
+    changes, and, when ``record``, the answer is stored so every retry gets the same bytes."""
+    return _error(
+        "command_refused", f"the ledger can not apply this request: {reason}", record=record
+    )
+
+
 def decide(state: PartitionState, cmd: Command, prior: StoredOutcome | None) -> Decision:
     """Decide ``cmd`` against ``state``; ``prior`` is the stored outcome for its key, if any.
 
@@ -294,6 +309,14 @@ def decide(state: PartitionState, cmd: Command, prior: StoredOutcome | None) -> 
     return _ok(200, {"customer_id": cmd.customer_id, "blocked": cmd.blocked}, *effects)
 
 
+def _above_ceiling(currency: str) -> Decision:
+    """A credit, deposit or settlement that would lift a customer balance above its currency's
+    ceiling (``money.ceiling``), which keeps every balance_after far inside the ledger's
+    NUMERIC(40, 0) columns. Stored, like a 402: it depends on the balance, so a retry of the same
+    request gets the same answer even once the balance is lower."""
+    return _error("amount_too_large", f"the balance would exceed the {currency} ceiling")
+
+
 def _decide_money(state: PartitionState, cmd: MoneyCommand) -> Decision:
     customer = state.customers.get(cmd.customer_id)
     if customer is None:
@@ -321,6 +344,8 @@ def _decide_money(state: PartitionState, cmd: MoneyCommand) -> Decision:
     available = new_balance - account.reserved
     if available < 0:
         return _error("insufficient_funds")
+    if delta > 0 and new_balance > ceiling(cmd.currency):
+        return _above_ceiling(cmd.currency)
     counter_kind = COUNTERPARTY[cmd.kind]
     counter = state.system.get((counter_kind, cmd.currency)) or Account(
         system_account_id(counter_kind, cmd.currency, state.partition), cmd.currency
@@ -475,6 +500,8 @@ def _decide_settle(state: PartitionState, cmd: ExchangeSettle) -> Decision:
     source_after = source.balance - res.amount
     if source_after < 0:  # the hold guarantees the funds; a second line of defence
         return _error("insufficient_funds")
+    if paid and target.balance + paid > ceiling(target_currency):
+        return _above_ceiling(target_currency)
     postings: list[ExchangePosting] = [
         ExchangePosting(
             source.account_id,
@@ -642,38 +669,43 @@ def _decide_void(state: PartitionState, cmd: ExchangeVoid) -> Decision:
     return _ok(200, body, released)
 
 
-def apply(state: PartitionState, decision: Decision) -> None:
-    """Update ``state`` with a decision's effects (after they are durable)."""
+def apply(state: PartitionState, decision: Decision, undo: UndoLog | None = None) -> None:
+    """Update ``state`` with a decision's effects; every change goes through ``undo`` (a fresh
+    log when none is given), so a caller can take the decision back exactly."""
+    log = UndoLog() if undo is None else undo
     for effect in decision.effects:
         if isinstance(effect, JournalEntry):
             accounts = (
                 state.customers[effect.customer_id].balances[effect.balance_id],
-                state.system_account(effect.counterparty, effect.currency),
+                state.system_account(effect.counterparty, effect.currency, log),
             )
             for account, posting in zip(accounts, effect.postings, strict=True):
-                assert posting.account_id == account.account_id, "posting on the wrong account"
-                assert posting.seq == account.seq + 1, "posting out of sequence"
-                account.seq = posting.seq
-                account.balance = posting.balance_after
+                _post(log, account, posting.account_id, posting.seq, posting.balance_after)
         elif isinstance(effect, NewCustomer):
-            state.customers[effect.customer_id] = Customer()
+            log.put(state.customers, effect.customer_id, Customer())
         elif isinstance(effect, NewAccount):
-            state.customers[effect.customer_id].balances[effect.balance_id] = Account(
-                effect.account_id, effect.currency
+            log.put(
+                state.customers[effect.customer_id].balances,
+                effect.balance_id,
+                Account(effect.account_id, effect.currency),
             )
         elif isinstance(effect, BlockChange):
-            state.customers[effect.customer_id].blocked = effect.blocked
+            log.set(state.customers[effect.customer_id], "blocked", effect.blocked)
         elif isinstance(effect, ReservationMade):
             customer = state.customers[effect.customer_id]
             source = customer.balances[effect.source_balance_id]
-            source.reserved += effect.amount
-            source.holds += 1
-            customer.reservations[effect.exchange_id] = Reservation(
+            log.set(source, "reserved", source.reserved + effect.amount)
+            log.set(source, "holds", source.holds + 1)
+            log.put(
+                customer.reservations,
                 effect.exchange_id,
-                effect.source_balance_id,
-                effect.target_balance_id,
-                effect.currency,
-                effect.amount,
+                Reservation(
+                    effect.exchange_id,
+                    effect.source_balance_id,
+                    effect.target_balance_id,
+                    effect.currency,
+                    effect.amount,
+                ),
             )
         else:
             customer = state.customers[effect.customer_id]
@@ -683,12 +715,16 @@ def apply(state: PartitionState, decision: Decision) -> None:
                         account = customer.balances[leg.balance_id]
                     else:
                         assert leg.system_kind is not None
-                        account = state.system_account(leg.system_kind, leg.currency)
-                    assert leg.account_id == account.account_id, "posting on the wrong account"
-                    assert leg.seq == account.seq + 1, "posting out of sequence"
-                    account.seq = leg.seq
-                    account.balance = leg.balance_after
-            reservation = customer.reservations.pop(effect.exchange_id)
+                        account = state.system_account(leg.system_kind, leg.currency, log)
+                    _post(log, account, leg.account_id, leg.seq, leg.balance_after)
+            reservation = log.pop(customer.reservations, effect.exchange_id)
             source = customer.balances[reservation.source_balance_id]
-            source.reserved -= reservation.amount
-            source.holds += 1
+            log.set(source, "reserved", source.reserved - reservation.amount)
+            log.set(source, "holds", source.holds + 1)
+
+
+def _post(log: UndoLog, account: Account, account_id: uuid.UUID, seq: int, after: int) -> None:
+    assert account_id == account.account_id, "posting on the wrong account"
+    assert seq == account.seq + 1, "posting out of sequence"
+    log.set(account, "seq", seq)
+    log.set(account, "balance", after)

@@ -26,12 +26,19 @@ _TABLE = (
     ErrorCode(
         "invalid_amount", 400, "Amount is not a positive decimal string the currency allows."
     ),
-    ErrorCode("amount_too_large", 400, "Amount is absurdly large."),
+    ErrorCode(
+        "amount_too_large",
+        400,
+        "Amount, or the balance it would make, is above the currency's ceiling.",
+    ),
     ErrorCode("unknown_currency", 400, "The currency code is not supported."),
     ErrorCode("currency_mismatch", 400, "The currency is not the balance's currency."),
     ErrorCode("body_too_large", 400, "The request body exceeds the size limit."),
     ErrorCode(
-        "invalid_id", 400, "A customer, balance or request id is empty, too long or not text."
+        "invalid_id",
+        400,
+        "A customer, balance or request id is empty, too long, or holds a character ids may not"
+        " hold.",
     ),
     # 402: a debit the balance cannot cover. Stored: the same request_id answers 402 forever.
     ErrorCode("insufficient_funds", 402, "The balance's available amount is below the debit."),
@@ -75,6 +82,13 @@ _TABLE = (
         "exchange_not_supported", 400, "The currency pair can not be exchanged here (no route)."
     ),
     ErrorCode("amount_out_of_range", 422, "The amount is outside the exchange's deposit limits."),
+    # The ledger refused a command it can never apply (text or an amount Postgres can not hold,
+    # or a deterministic database refusal): a final answer, the same on every retry.
+    ErrorCode(
+        "command_refused",
+        400,
+        "The ledger can not store this request; retrying it gives the same answer.",
+    ),
 )
 
 ERRORS: dict[str, ErrorCode] = {e.code: e for e in _TABLE}

@@ -7,8 +7,9 @@ It is loaded from Postgres when a writer is assigned a partition and changed onl
 from __future__ import annotations
 
 import uuid
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -95,11 +96,61 @@ class PartitionState:
     customers: dict[str, Customer] = field(default_factory=dict)
     system: dict[tuple[str, str], Account] = field(default_factory=dict)
 
-    def system_account(self, kind: str, currency: str) -> Account:
+    def system_account(self, kind: str, currency: str, undo: UndoLog | None = None) -> Account:
         """The partition's shard of a system account (created on first use, balance zero)."""
         key = (kind, currency)
         account = self.system.get(key)
         if account is None:
             account = Account(system_account_id(kind, currency, self.partition), currency)
-            self.system[key] = account
+            if undo is None:
+                self.system[key] = account
+            else:
+                undo.put(self.system, key, account)
         return account
+
+
+_MISSING = object()
+
+
+class UndoLog:
+    """The changes made to in-memory state, newest last, so they can be taken back exactly.
+
+    The writer applies a batch's decisions to memory before Postgres has the batch (so the next
+    batch can be decided meanwhile). When Postgres refuses the batch, the server rolled it back:
+    rolling the log back returns memory to what Postgres holds, without reloading the partition.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[Any, Any, Any, bool]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def set(self, obj: object, name: str, value: object) -> None:
+        """``obj.name = value``, remembering the old value."""
+        self._entries.append((obj, name, getattr(obj, name), False))
+        setattr(obj, name, value)
+
+    def put(self, mapping: MutableMapping[Any, Any], key: object, value: object) -> None:
+        """``mapping[key] = value``, remembering the old value (or its absence)."""
+        self._entries.append((mapping, key, mapping.get(key, _MISSING), True))
+        mapping[key] = value
+
+    def pop(self, mapping: MutableMapping[Any, Any], key: object) -> Any:
+        """``mapping.pop(key)``, remembering the value."""
+        value = mapping.pop(key)
+        self._entries.append((mapping, key, value, True))
+        return value
+
+    def rollback(self) -> None:
+        """Take every change back, newest first; the log is empty afterwards."""
+        for target, key, old, is_mapping in reversed(self._entries):
+            if not is_mapping:
+                setattr(target, key, old)
+            elif old is _MISSING:
+                target.pop(key, None)
+            else:
+                target[key] = old
+        self._entries.clear()

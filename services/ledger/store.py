@@ -5,6 +5,7 @@ Moves bytes and holds transactions; decides nothing (that is ``ledger_core.decid
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,62 @@ FENCED = "LF001"
 
 class Fenced(RuntimeError):
     """Another writer took a partition over: this writer's batch did not land."""
+
+
+class Fault(enum.Enum):
+    """What a failed database call means for the batch it carried, and what the writer does."""
+
+    FENCED = "fenced"  # the offset check failed: another writer, or an earlier batch failed
+    DUPLICATE = "duplicate"  # a key was stored before: decide again, looking keys up
+    REFUSED = "refused"  # the same rows will always be refused: find the command, answer it
+    TRANSIENT = "transient"  # rolled back, may pass later: retry with backoff
+    CONNECTION = "connection"  # the connection broke: the commit may or may not have happened
+
+
+# What a database call can fail with: the server's errors, the client's (a broken connection
+# can surface as an InternalClientError, "another operation is in progress"), and the network's.
+DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
+# Server errors that say the connection is going away (shutdown, crash recovery, starting up).
+_CONNECTION_STATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def classify(exc: BaseException) -> Fault:
+    """Tell a deterministic refusal from a transient fault.
+
+    Refused: data exceptions (class 22: text Postgres can not hold, a number beyond its column),
+    integrity violations other than a duplicate key (class 23), and the batch function's own
+    invariants (``LI...``). They fail the same way on every retry. Everything else the server
+    says (serialization failures, deadlocks, lack of resources, a cancelled statement, even an
+    unexpected error such as a missing function) is retried with backoff: refusing commands
+    because of a fault of our own would turn an outage into wrong answers.
+    """
+    if isinstance(exc, Fenced):
+        return Fault.FENCED
+    if isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
+        | OSError,
+    ):
+        return Fault.CONNECTION
+    if isinstance(exc, TimeoutError):
+        return Fault.CONNECTION
+    state = str(getattr(exc, "sqlstate", "") or "")
+    if state in _CONNECTION_STATES:
+        return Fault.CONNECTION
+    if state == "23505":
+        return Fault.DUPLICATE
+    if state[:2] in ("22", "23") or state.startswith("LI"):
+        return Fault.REFUSED
+    return Fault.TRANSIENT
 
 
 @dataclass(slots=True)

@@ -1,0 +1,51 @@
+"""What the ledger's Postgres columns can hold, checked before a command reaches them (pure).
+
+A command that Postgres would refuse whatever the state (text with NUL, which ``text`` can not
+hold; a lone surrogate, which is not UTF-8; an amount beyond ``NUMERIC(40,0)``) must get a final
+answer from the writer, not a failed batch that is retried forever. The edge refuses such input
+already; this is the ledger's own guard, for commands from any producer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ledger_core.commands import Command
+from ledger_core.decide import Decision, JournalEntry, ReservationMade, ReservationReleased
+
+# NUMERIC(40,0): at most 40 digits.
+NUMERIC_LIMIT = 10**40
+
+
+def unstorable_text(cmd: Command) -> str | None:
+    """Why a text field of ``cmd`` can not be stored in Postgres, or None if all can."""
+    for f in dataclasses.fields(cmd):
+        value = getattr(cmd, f.name)
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
+            return f"{f.name} holds a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{f.name} is not valid UTF-8 (a lone surrogate)"
+    return None
+
+
+def out_of_range(decision: Decision) -> str | None:
+    """Why an amount the decision writes would not fit its column, or None if all fit."""
+    for effect in decision.effects:
+        amounts: list[int] = []
+        if isinstance(effect, JournalEntry):
+            amounts.append(effect.amount)
+            for p in effect.postings:
+                amounts += (p.amount, p.balance_after)
+        elif isinstance(effect, ReservationMade):
+            amounts.append(effect.amount)
+        elif isinstance(effect, ReservationReleased) and effect.entry is not None:
+            amounts.append(effect.entry.amount)
+            for leg in effect.entry.postings:
+                amounts += (leg.amount, leg.balance_after)
+        if any(abs(a) >= NUMERIC_LIMIT for a in amounts):
+            return "an amount or balance would exceed NUMERIC(40,0)"
+    return None
