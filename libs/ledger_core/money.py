@@ -14,9 +14,14 @@ from ledger_core.currencies import EXPONENTS
 _AMOUNT = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?")
 
 MAX_AMOUNT_LENGTH = 64
-# An amount whose integer part has more digits than this is "absurd": no wallet holds 10^15 of
-# any unit, and it keeps every value well inside NUMERIC(40, 0) in minor units.
+# The ceiling of every currency: at most this many digits before the decimal point, for an amount
+# and for a customer balance (999,999,999,999,999.99 USD). No wallet holds 10^15 of any unit. In
+# minor units that is at most 15 + 18 (ETH's exponent) = 33 digits, seven fewer than the
+# ledger's NUMERIC(40, 0) columns hold, so even a system account, which sums the movements of a
+# whole partition, has room for ten million of the largest amounts.
 MAX_INTEGER_DIGITS = 15
+# What the ledger's amount and balance_after columns, NUMERIC(40, 0), hold.
+COLUMN_DIGITS = 40
 
 
 class AmountError(ValueError):
@@ -26,6 +31,13 @@ class AmountError(ValueError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def ceiling(currency: str) -> int:
+    """The largest amount, and the largest balance a credit or deposit may make, in minor units
+    of ``currency``: :data:`MAX_INTEGER_DIGITS` nines before the point and all after it."""
+    top: int = 10 ** (MAX_INTEGER_DIGITS + EXPONENTS[currency]) - 1
+    return top
 
 
 def parse_amount(text: object, currency: str) -> int:
@@ -59,7 +71,8 @@ def parse_amount_or_zero(text: object, currency: str) -> int:
             "invalid_amount", f"{currency} allows at most {exp} decimal places, got {len(frac)}"
         )
     if len(whole) > MAX_INTEGER_DIGITS:
-        raise AmountError("amount_too_large", "amount is absurdly large")
+        top = format_amount(ceiling(currency), currency)
+        raise AmountError("amount_too_large", f"amount is above the {currency} ceiling of {top}")
     minor: int = int(whole) * 10**exp + (int(frac.ljust(exp, "0")) if exp else 0)
     return minor
 

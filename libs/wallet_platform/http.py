@@ -89,10 +89,15 @@ def callback_auth_middleware(
         if not request.path.startswith(prefix):
             return await handler(request)
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        client = ips.client_ip(peer[0] if peer else "", request.headers.get("X-Forwarded-For"))
-        if not ips.allowed(client):
-            return json_error("ip_not_allowed", f"caller {client} is not allowed")
-        request[CLIENT_IP] = client
+        # Every X-Forwarded-For header, in order: a second header must not hide behind the first.
+        client = ips.client_ip(
+            peer[0] if isinstance(peer, tuple) else "",
+            request.headers.getall("X-Forwarded-For", ()),
+        )
+        if client is None or not ips.allowed(client):
+            # The fixed message: neither the address nor any header text is echoed back.
+            return json_error("ip_not_allowed")
+        request[CLIENT_IP] = str(client)
         try:
             verifier.verify(bearer_token(request.headers.get("Authorization")))
         except AuthError as exc:

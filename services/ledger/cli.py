@@ -20,6 +20,7 @@ import orjson
 
 from ledger_core.commands import Command, CreateCustomer, MoneyCommand, OpenBalance, SetBlocked
 from ledger_core.money import AmountError, format_amount, parse_amount
+from ledger_core.requests import RequestError, check_comment, check_id
 from wallet_platform.command_bus import OutcomeTimeout, open_command_bus
 from wallet_platform.config import CommonSettings, load_settings
 
@@ -82,16 +83,34 @@ async def show(settings: CommonSettings, customer_id: str, balance_id: str, limi
             f" {format_amount(balance - reserved, currency)} available)"
         )
     print(
-        f"{customer_id}/{balance_id}: {format_amount(balance, currency)} {currency}{held}{blocked}"
+        f"{printable(customer_id)}/{printable(balance_id)}: "
+        f"{format_amount(balance, currency)} {currency}{held}{blocked}"
     )
     for r in reversed(rows):
         print(
             f"  #{r['seq']:<6} {r['created_at']:%Y-%m-%d %H:%M:%S} {r['kind']:<10} "
             f"{format_amount(int(r['amount']), currency):>20} -> "
-            f"{format_amount(int(r['balance_after']), currency):>20}  {r['request_id']}  "
-            f"{r['comment']}"
+            f"{format_amount(int(r['balance_after']), currency):>20}  "
+            f"{printable(r['request_id'])}  {printable(r['comment'])}"
         )
     return 0
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: every character that is not printable text (controls
+    such as ESC, which start ANSI escape sequences; line and paragraph separators; bidi and other
+    format characters; lone surrogates) is shown as its Python escape (``\\x1b``, ``\\u202e``),
+    and a backslash as two, so an escape shown can not be mistaken for one written.
+
+    Rows written before the edge refused such text may hold it, so the statement must not trust
+    what it reads.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        c if c == " " or (c.isprintable() and c != "\\") else c.encode("unicode_escape").decode()
+        for c in text
+    )
 
 
 def sign_token(private_key: Path, audience: str, issuer: str, lifetime: int) -> str:
@@ -141,7 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_from(args: argparse.Namespace) -> Command:
-    request_id = args.request_id or uuid.uuid4().hex
+    """The command the arguments ask for; ids and comments obey the edge's rules (raises
+    :class:`RequestError`), so no operator creates a customer or balance Quadcode can not call."""
+    request_id = check_id(args.request_id or uuid.uuid4().hex, "request_id")
+    check_id(args.customer_id, "customer_id")
+    if hasattr(args, "balance_id"):
+        check_id(args.balance_id, "balance_id")
     if args.command == "create-customer":
         return CreateCustomer(args.customer_id, request_id)
     if args.command == "open-balance":
@@ -156,7 +180,7 @@ def command_from(args: argparse.Namespace) -> Command:
             request_id,
             args.amount,
             currency,
-            args.comment,
+            check_comment(args.comment),
         )
     return SetBlocked(args.customer_id, args.command == "block", request_id)
 
@@ -171,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(show(settings, args.customer_id, args.balance_id, args.limit or 1))
     try:
         cmd = command_from(args)
-    except AmountError as exc:
+    except (AmountError, RequestError) as exc:
         print(orjson.dumps({"error": exc.code, "message": exc.message}).decode())
         return 1
     return asyncio.run(submit(settings, cmd, args.reply_partition))

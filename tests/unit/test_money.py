@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger_core.currencies import EXPONENTS
-from ledger_core.money import AmountError, format_amount, parse_amount, to_minor
+from ledger_core.money import (
+    COLUMN_DIGITS,
+    AmountError,
+    ceiling,
+    format_amount,
+    parse_amount,
+    to_minor,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -89,3 +96,17 @@ def test_required_currencies_have_their_exponents() -> None:
         "USDT": 6,
         "USDC": 6,
     }
+
+
+@pytest.mark.parametrize("currency", sorted(EXPONENTS))
+def test_every_ceiling_is_accepted_exactly_and_well_inside_the_ledger_columns(
+    currency: str,
+) -> None:
+    top = ceiling(currency)
+    # Seven digits of room: a system account summing ten million of the largest amounts fits.
+    assert len(str(top)) <= COLUMN_DIGITS - 7
+    assert parse_amount(format_amount(top, currency), currency) == top
+    with pytest.raises(AmountError) as info:
+        parse_amount(format_amount(top + 1, currency), currency)
+    assert info.value.code == "amount_too_large"
+    assert format_amount(top, currency) in info.value.message  # says where the ceiling is
