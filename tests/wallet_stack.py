@@ -48,28 +48,28 @@ def die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
-def dsn_for(database: str) -> str:
-    return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + database
+def dsn_for(database: str, admin_dsn: str = PG_ADMIN_DSN) -> str:
+    return admin_dsn.rsplit("/", 1)[0] + "/" + database
 
 
-async def create_template(name: str) -> None:
+async def create_template(name: str, admin_dsn: str = PG_ADMIN_DSN) -> None:
     """A migrated database that per-test databases are copied from (fast: a file copy)."""
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    conn = await asyncpg.connect(dsn_for(name))
+    conn = await asyncpg.connect(dsn_for(name, admin_dsn))
     try:
         await migrate(conn)
     finally:
         await conn.close()
 
 
-async def create_database(template: str) -> str:
+async def create_database(template: str, admin_dsn: str = PG_ADMIN_DSN) -> str:
     name = "t_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     finally:
@@ -77,16 +77,16 @@ async def create_database(template: str) -> str:
     return name
 
 
-async def drop_database(name: str) -> None:
-    await drop_database_as(PG_ADMIN_DSN, name)
+async def drop_database(name: str, admin_dsn: str = PG_ADMIN_DSN) -> None:
+    await drop_database_as(admin_dsn, name)
 
 
-async def create_topics(prefix: str) -> None:
-    await kafka_admin.ensure_topics(KAFKA, topics.topics(prefix))
+async def create_topics(prefix: str, bootstrap: str = KAFKA) -> None:
+    await kafka_admin.ensure_topics(bootstrap, topics.topics(prefix))
 
 
-async def delete_topics(prefix: str) -> None:
-    await kafka_admin.delete_topics(KAFKA, [t.name for t in topics.topics(prefix)])
+async def delete_topics(prefix: str, bootstrap: str = KAFKA) -> None:
+    await kafka_admin.delete_topics(bootstrap, [t.name for t in topics.topics(prefix)])
 
 
 @dataclass
@@ -132,10 +132,16 @@ class Service:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    ops_port: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ops_url(self) -> str:
+        """Where /health, /ready and /metrics are: the operational port, or the only port."""
+        return f"http://127.0.0.1:{self.ops_port or self.port}"
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
@@ -167,9 +173,18 @@ class Service:
                 self.proc.wait(10)
 
 
+OPS_PORT_SETTINGS = {
+    "edge": "WALLET_EDGE_OPS_PORT",
+    "projection": "WALLET_PROJECTION_OPS_PORT",
+    "operator_api": "WALLET_OPERATOR_API_OPS_PORT",
+}
+"""The services whose operational routes have a port of their own (the ledger has only those)."""
+
+
 @dataclass
 class Stack:
-    """Edge, ledger and projection as processes, on their own database and topic namespace."""
+    """Edge, ledger and projection as processes, on their own database and topic namespace (of
+    the shared Postgres and Kafka, unless ``admin_dsn`` and ``kafka`` name others)."""
 
     database: str
     prefix: str
@@ -177,10 +192,12 @@ class Stack:
     key: QuadcodeKey
     extra_env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
+    admin_dsn: str = PG_ADMIN_DSN
+    kafka: str = KAFKA
 
     @property
     def dsn(self) -> str:
-        return dsn_for(self.database)
+        return dsn_for(self.database, self.admin_dsn)
 
     def env(self) -> dict[str, str]:
         key_file = self.workdir / "quadcode-public.pem"
@@ -188,7 +205,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
         env.update(
             WALLET_PG_DSN=self.dsn,
-            WALLET_KAFKA_BOOTSTRAP=KAFKA,
+            WALLET_KAFKA_BOOTSTRAP=self.kafka,
             WALLET_TOPIC_PREFIX=self.prefix,
             WALLET_QUADCODE_PUBLIC_KEY_FILES=str(key_file),
             WALLET_ENVIRONMENT="sandbox",
@@ -199,8 +216,16 @@ class Stack:
 
     def add(self, name: str, port_setting: str, **env: str) -> Service:
         port = free_port()
-        full = self.env() | {port_setting: str(port)} | env
-        service = Service(name, port, full, self.workdir / f"{name}-{port}.log")
+        full = self.env() | {port_setting: str(port)}
+        ops_port = None
+        if name in OPS_PORT_SETTINGS:  # its /health, /ready, /metrics on a port of their own
+            ops_port = free_port()
+            full[OPS_PORT_SETTINGS[name]] = str(ops_port)
+        if name == "edge" and "projection" in self.services:
+            full["WALLET_PROJECTION_URL"] = self.projection.url
+            full["WALLET_PROJECTION_OPS_URL"] = self.projection.ops_url
+        full |= env
+        service = Service(name, port, full, self.workdir / f"{name}-{port}.log", ops_port=ops_port)
         self.services[f"{name}-{port}" if name in self.services else name] = service
         return service
 
@@ -240,7 +265,7 @@ async def wait_ready(service: Service, timeout: float = 60) -> None:
                     + service.log_path.read_text()[-3000:]
                 )
             try:
-                async with session.get(service.url + "/ready") as resp:
+                async with session.get(service.ops_url + "/ready") as resp:
                     if resp.status == 200:
                         return
             except aiohttp.ClientError:

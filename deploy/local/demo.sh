@@ -19,6 +19,11 @@ OPERATOR_API=http://127.0.0.1:${WALLET_OPERATOR_API_PORT:-18083}
 OPERATOR_SECRET=$WALLET_HOME/keys/operator-api-token
 SIMULATOR=http://127.0.0.1:${QUADCODE_SIM_PORT:-18090}
 SWAPGATE=http://127.0.0.1:${SWAPGATE_SIM_PORT:-18091}
+# /health, /ready and /metrics: on operational ports of their own, never on the public ones.
+EDGE_OPS=http://127.0.0.1:${WALLET_EDGE_OPS_PORT:-18084}
+PROJECTION_OPS=http://127.0.0.1:${WALLET_PROJECTION_OPS_PORT:-18085}
+OPERATOR_API_OPS=http://127.0.0.1:${WALLET_OPERATOR_API_OPS_PORT:-18086}
+LEDGER_OPS=http://127.0.0.1:${WALLET_LEDGER_PORT:-18082}
 cli() { (cd "$REPO" && "$PYTHON" -m ledger.cli "$@"); }
 
 echo "== demo customer (through ledger.commands, like every write)"
@@ -41,6 +46,13 @@ curl -s -X POST $EDGE/v1/customers/demo-1/balances/demo-1_USD/debit -H "Authoriz
 curl -s -X POST $EDGE/v1/customers/demo-1/balances/demo-1_USD/credit -H "Authorization: Bearer $TOKEN" \\
      -d '{"request_id":"$RID-c","amount":"40.00","currency_code":"USD","comment":"option closed"}'
 CURL
+echo
+echo "== operational routes (ports of their own; on $EDGE and $OPERATOR_API they are a 404):"
+for ops in "edge $EDGE_OPS" "projection $PROJECTION_OPS" "ledger $LEDGER_OPS" "operator-api $OPERATOR_API_OPS"; do
+    read -r name url <<<"$ops"
+    printf '  %-13s curl -s %s/ready   -> %s\n' "$name" "$url" "$(curl -s "$url/ready" || echo unreachable)"
+done
+echo "  metrics:      curl -s $EDGE_OPS/metrics"
 echo
 echo "== one debit, right now:"
 curl -s -w '  (HTTP %{http_code}, %{time_total}s)\n' -X POST "$EDGE/v1/customers/demo-1/balances/demo-1_USD/debit" \

@@ -7,8 +7,10 @@
 #
 # Without names it acts on every service. start is a no-op for a service that is already running,
 # unless $WALLET_ENV_FILE changed since it started (then it is restarted, to read the new
-# settings), and waits until each answers /ready; stop sends SIGTERM to the pid it started (never
-# by name) and waits for the exit. A pid file whose process is gone is stale and simply replaced.
+# settings), and waits until each answers /ready (on the service's operational port: the edge,
+# projection and operator API serve /health, /ready and /metrics there, never on their public
+# port); stop sends SIGTERM to the pid it started (never by name) and waits for the exit. A pid
+# file whose process is gone is stale and simply replaced.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,14 +28,16 @@ QUADCODE_SIM_PORT=${QUADCODE_SIM_PORT:-18090}
 # Likewise the Swapgate simulator's, in WALLET_SWAPGATE_BASE_URL.
 SWAPGATE_SIM_PORT=${SWAPGATE_SIM_PORT:-18091}
 
-# name:module:port (start order; stop runs in reverse)
+# name:module:port:ops port, where /ready is (start order; stop runs in reverse). The ledger and
+# the simulators serve /ready on their only port.
+LEDGER_PORT=${WALLET_LEDGER_PORT:-18082}
 SERVICES=(
-    "ledger:ledger:${WALLET_LEDGER_PORT:-18082}"
-    "projection:projection:${WALLET_PROJECTION_PORT:-18081}"
-    "edge:edge:$EDGE_PORT"
-    "quadcode-sim:simulators.quadcode:$QUADCODE_SIM_PORT"
-    "swapgate-sim:simulators.swapgate:$SWAPGATE_SIM_PORT"
-    "operator-api:operator_api:${WALLET_OPERATOR_API_PORT:-18083}"
+    "ledger:ledger:$LEDGER_PORT:$LEDGER_PORT"
+    "projection:projection:${WALLET_PROJECTION_PORT:-18081}:${WALLET_PROJECTION_OPS_PORT:-18085}"
+    "edge:edge:$EDGE_PORT:${WALLET_EDGE_OPS_PORT:-18084}"
+    "quadcode-sim:simulators.quadcode:$QUADCODE_SIM_PORT:$QUADCODE_SIM_PORT"
+    "swapgate-sim:simulators.swapgate:$SWAPGATE_SIM_PORT:$SWAPGATE_SIM_PORT"
+    "operator-api:operator_api:${WALLET_OPERATOR_API_PORT:-18083}:${WALLET_OPERATOR_API_OPS_PORT:-18086}"
 )
 
 # A WALLET_ setting as the services see it: the environment wins over $WALLET_ENV_FILE.
@@ -101,9 +105,9 @@ pid_of() {
 }
 
 wait_ready() {
-    local name=$1 port=$2 pid=$3
+    local name=$1 ops_port=$2 pid=$3
     for _ in $(seq 1 300); do
-        if curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1; then
+        if curl -fsS "http://127.0.0.1:$ops_port/ready" >/dev/null 2>&1; then
             return 0
         fi
         if ! alive "$pid"; then
@@ -115,6 +119,11 @@ wait_ready() {
     done
     echo "services.sh: $name not ready after 60 s (see $LOGS/$name.log)" >&2
     return 1
+}
+
+# ", operations on :PORT" when a service's /health, /ready and /metrics have a port of their own.
+ops_note() {
+    [[ $1 == "$2" ]] || echo ", operations on :$2"
 }
 
 # SIGTERM to the pid this script started, then wait (SIGKILL after 30 s).
@@ -137,12 +146,12 @@ start() {
     mkdir -p "$PIDS" "$LOGS"
     [[ -f $WALLET_ENV_FILE ]] || { echo "services.sh: $WALLET_ENV_FILE missing (run make run)" >&2; exit 1; }
     for entry in "${SERVICES[@]}"; do
-        IFS=: read -r name module port <<<"$entry"
+        IFS=: read -r name module port ops_port <<<"$entry"
         selected "$name" || continue
         pid=$(pid_of "$name")
         if alive "$pid"; then
             if [[ ! $WALLET_ENV_FILE -nt $PIDS/$name.pid ]]; then
-                echo "$name already running (pid $pid) on http://127.0.0.1:$port"
+                echo "$name already running (pid $pid) on http://127.0.0.1:$port$(ops_note "$port" "$ops_port")"
                 continue
             fi
             echo "$name: $WALLET_ENV_FILE changed since it started; restarting"
@@ -152,8 +161,8 @@ start() {
         (cd "$REPO" && exec setsid "$PYTHON" -m "$module" "${ARGS[@]}" >>"$LOGS/$name.log" 2>&1) &
         pid=$!
         echo "$pid" >"$PIDS/$name.pid"
-        wait_ready "$name" "$port" "$pid"
-        echo "$name started (pid $pid) on http://127.0.0.1:$port"
+        wait_ready "$name" "$ops_port" "$pid"
+        echo "$name started (pid $pid) on http://127.0.0.1:$port$(ops_note "$port" "$ops_port")"
     done
 }
 
@@ -168,11 +177,11 @@ stop() {
 status() {
     local rc=0
     for entry in "${SERVICES[@]}"; do
-        IFS=: read -r name _ port <<<"$entry"
+        IFS=: read -r name _ port ops_port <<<"$entry"
         selected "$name" || continue
         pid=$(pid_of "$name")
         if alive "$pid"; then
-            echo "$name running (pid $pid) on http://127.0.0.1:$port"
+            echo "$name running (pid $pid) on http://127.0.0.1:$port$(ops_note "$port" "$ops_port")"
         else
             echo "$name stopped"
             rc=3

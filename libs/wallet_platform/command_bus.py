@@ -6,6 +6,13 @@ transaction committed. Each sender process reads only its own reply partition, s
 not make every edge read every reply. A reply that never comes (the ledger is slow or a reply was
 lost) ends in :class:`OutcomeTimeout`; the command is still applied exactly once, and a retry with
 the same request_id gets the stored outcome.
+
+While the broker is away (restarting, killed) nothing waits longer than the caller asked: the
+producer queues commands until its buffer for a partition is full and would then block each send
+for its own request timeout (10 s), so the send is bounded by the caller's wait too, and a command
+Kafka did not take in time ends in :class:`CommandNotQueued`. The reply reader keeps its position
+through the outage and goes on from there when the broker is back, and a producer that aiokafka
+stopped for good on the way is replaced (:class:`~wallet_platform.producer.RenewingProducer`).
 """
 
 from __future__ import annotations
@@ -17,13 +24,15 @@ import uuid
 from collections.abc import AsyncIterator
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import Histogram
 
 from ledger_core.commands import Command, Envelope, encode
 from ledger_core.replies import decode_replies
 from wallet_platform import topics
 from wallet_platform.kafka import make_consumer, make_producer
+from wallet_platform.producer import RenewingProducer
 
 log = structlog.get_logger()
 
@@ -44,12 +53,17 @@ class OutcomeTimeout(Exception):
     """The ledger did not answer in time (the command may still be applied, once)."""
 
 
+class CommandNotQueued(OutcomeTimeout):
+    """Kafka did not take the command in time (the broker is away): it was not sent and will not
+    be applied. An :class:`OutcomeTimeout`, so callers that retry on one retry on this too."""
+
+
 class CommandBus:
     """Publishes commands and matches the ledger's replies to the waiting callers."""
 
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        producer: RenewingProducer,
         replies: AIOKafkaConsumer,
         *,
         commands_topic: str,
@@ -81,31 +95,52 @@ class CommandBus:
         self._pending.clear()
 
     @property
-    def producer(self) -> AIOKafkaProducer:
+    def producer(self) -> RenewingProducer:
         return self._producer
 
     @property
     def in_flight(self) -> int:
         return len(self._pending)
 
+    @property
+    def reading_replies(self) -> bool:
+        """Whether the reply reader runs (it should for as long as the bus is open)."""
+        return self._task is not None and not self._task.done()
+
     async def submit(self, cmd: Command, wait_seconds: float) -> tuple[int, bytes]:
-        """Publish ``cmd`` and wait up to ``wait_seconds`` for its (status, body)."""
+        """Publish ``cmd`` and wait for its (status, body), ``wait_seconds`` at most in all.
+
+        Raises :class:`CommandNotQueued` when Kafka did not take the command in that time,
+        :class:`OutcomeTimeout` when it did but no outcome came, and the ``KafkaError`` of a
+        delivery that failed before the outcome came.
+        """
         command_id = uuid.uuid4().hex
-        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         self._pending[command_id] = future
         started = time.perf_counter()
+        deadline = loop.time() + wait_seconds
         try:
-            delivery = await self._producer.send(
-                self._commands_topic,
-                encode(cmd, Envelope(command_id, self._tp.partition)),
-                key=cmd.customer_id.encode(),
-            )
+            try:
+                # Cancelling the send itself (not its delivery) takes the command back.
+                async with asyncio.timeout_at(deadline):
+                    delivery = await self._producer.send(
+                        self._commands_topic,
+                        encode(cmd, Envelope(command_id, self._tp.partition)),
+                        key=cmd.customer_id.encode(),
+                    )
+            except (TimeoutError, KafkaTimeoutError):  # ours, or the producer's own (10 s)
+                raise CommandNotQueued(
+                    f"Kafka did not take the command within {wait_seconds:.1f}s"
+                ) from None
             delivery.add_done_callback(lambda d: self._delivery_failed(d, future))
-            outcome = await asyncio.wait_for(future, wait_seconds)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    outcome = await future
+            except TimeoutError:
+                raise OutcomeTimeout(f"no outcome within {wait_seconds:.1f}s") from None
             COMMAND_SECONDS.observe(time.perf_counter() - started)
             return outcome
-        except TimeoutError:
-            raise OutcomeTimeout(f"no outcome within {wait_seconds:.1f}s") from None
         finally:
             self._pending.pop(command_id, None)
 
@@ -153,10 +188,18 @@ async def open_command_bus(
 ) -> AsyncIterator[CommandBus]:
     """A started bus on its own producer and reply consumer; all three stopped on exit."""
     async with contextlib.AsyncExitStack() as stack:
-        producer = make_producer(bootstrap, client_id, linger_ms=linger_ms)
+        producer = RenewingProducer(
+            lambda: make_producer(bootstrap, client_id, linger_ms=linger_ms)
+        )
         await producer.start()
         stack.push_async_callback(producer.stop)
-        replies = make_consumer(bootstrap, client_id, fetch_max_wait_ms=fetch_max_wait_ms)
+        # Should the broker come back without our position (a log cut short by a crash), the
+        # reader goes on from the end, as at start: the replies before it answer requests that
+        # were answered or timed out long ago, and re-reading an hour of them would only delay
+        # the replies being waited for now.
+        replies = make_consumer(
+            bootstrap, client_id, fetch_max_wait_ms=fetch_max_wait_ms, auto_offset_reset="latest"
+        )
         await replies.start()
         stack.push_async_callback(replies.stop)
         bus = CommandBus(

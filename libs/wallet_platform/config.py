@@ -44,6 +44,32 @@ class CommonSettings(BaseSettings):
         default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level."
     )
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
+    ops_host: str = Field(
+        default="",
+        description="Interface the operational port (/health, /ready, /metrics) binds to; "
+        "empty: WALLET_HOST.",
+    )
+    http_head_timeout_ms: int = Field(
+        default=5000,
+        ge=50,
+        le=300_000,
+        description="A connection is closed when a complete request head has not arrived this "
+        "long after it opened, or after the first byte of its next request.",
+    )
+    http_max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Most open connections per listening port; more are answered 503 "
+        "unavailable and closed.",
+    )
+    http_keepalive_timeout_ms: int = Field(
+        default=75_000,
+        ge=100,
+        le=3_630_000,
+        description="An idle kept-alive connection is closed after this long (longer than a "
+        "proxy's idle timeout, so the proxy closes first).",
+    )
 
 
 class ConfigError(SystemExit):

@@ -15,7 +15,11 @@ async def run(settings: EdgeSettings) -> None:
     setup_logging("edge", settings.log_level)
     app = build_app(settings)
     await serve_until_signalled(
-        app, settings.host, settings.edge_port, reuse_port=settings.edge_reuse_port
+        app,
+        settings,
+        settings.edge_port,
+        ops_port=settings.edge_ops_port,
+        reuse_port=settings.edge_reuse_port,
     )
 
 

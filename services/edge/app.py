@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Literal
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 from aiokafka.errors import KafkaError
+from yarl import URL
 
 from edge.settings import EdgeSettings
 from ledger_core.requests import RequestError, check_id, parse_callback
 from wallet_platform.callback_auth import IpPolicy
-from wallet_platform.command_bus import CommandBus, OutcomeTimeout, open_command_bus
-from wallet_platform.health import kafka_check
+from wallet_platform.command_bus import (
+    CommandBus,
+    CommandNotQueued,
+    OutcomeTimeout,
+    open_command_bus,
+)
+from wallet_platform.health import command_bus_check
 from wallet_platform.http import (
     CLIENT_IP,
     callback_auth_middleware,
@@ -21,7 +28,7 @@ from wallet_platform.http import (
     json_error,
     json_errors_middleware,
 )
-from wallet_platform.service import READINESS, ReadinessCheck, add_operational_routes
+from wallet_platform.service import READINESS, ReadinessCheck, add_operational_app
 
 BUS = web.AppKey("bus", CommandBus)
 SETTINGS = web.AppKey("settings", EdgeSettings)
@@ -43,6 +50,9 @@ async def _money(request: web.Request, kind: Literal["debit", "credit"]) -> web.
         status, payload = await request.app[BUS].submit(
             cmd, settings.edge_outcome_timeout_ms / 1000
         )
+    except CommandNotQueued:
+        # Kafka is away: nothing was sent, so this is no timeout of the ledger's.
+        return json_error("unavailable", "the command could not be queued: Kafka is unavailable")
     except OutcomeTimeout:
         return json_error("ledger_timeout")
     except KafkaError as exc:
@@ -59,17 +69,26 @@ async def credit(request: web.Request) -> web.Response:
 
 
 async def get_balance(request: web.Request) -> web.Response:
-    """Forward to the projection, which answers from its read model."""
+    """Forward to the projection, which answers from its read model.
+
+    The projection's URL is built from the checked ids, each percent-encoded whole, never from
+    the path as received: that one is already decoded, so ``..%2F`` in it would become a path
+    step at the projection. ``encoded=True`` stops yarl from decoding or normalising it again.
+    """
     try:
-        check_id(request.match_info["customer_id"], "customer_id")
-        check_id(request.match_info["balance_id"], "balance_id")
+        customer_id = check_id(request.match_info["customer_id"], "customer_id")
+        balance_id = check_id(request.match_info["balance_id"], "balance_id")
     except RequestError as exc:
         return json_error(exc.code, exc.message)
+    url = URL.build(
+        path=f"/v1/customers/{quote(customer_id, safe='')}/balances/{quote(balance_id, safe='')}",
+        encoded=True,
+    )
     headers = {"X-Forwarded-For": request[CLIENT_IP]}
     if "Authorization" in request.headers:
         headers["Authorization"] = request.headers["Authorization"]
     try:
-        async with request.app[PROJECTION].get(request.rel_url.path, headers=headers) as resp:
+        async with request.app[PROJECTION].get(url, headers=headers) as resp:
             payload = await resp.read()
             return web.Response(status=resp.status, body=payload, content_type=_JSON)
     except (aiohttp.ClientError, TimeoutError):
@@ -89,7 +108,7 @@ def build_app(settings: EdgeSettings) -> web.Application:
     app.router.add_post(base + "/debit", debit)
     app.router.add_post(base + "/credit", credit)
     app.router.add_get(base, get_balance)
-    add_operational_routes(app)
+    add_operational_app(app)  # /health, /ready, /metrics: on their own port, never on this one
     app.cleanup_ctx.append(_resources)
     return app
 
@@ -115,14 +134,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     ):
         app[BUS] = bus
         app[PROJECTION] = session
-        app[READINESS].append(kafka_check(bus.producer))
-        app[READINESS].append(_projection_check(session))
+        app[READINESS].append(command_bus_check(bus))
+        app[READINESS].append(_projection_check(session, settings.projection_ops_url + "/ready"))
         yield
 
 
-def _projection_check(session: aiohttp.ClientSession) -> ReadinessCheck:
+def _projection_check(session: aiohttp.ClientSession, ready_url: str) -> ReadinessCheck:
     async def projection() -> dict[str, bool]:
-        async with session.get("/ready") as resp:
+        async with session.get(ready_url) as resp:
             return {"projection": resp.status == 200}
 
     return projection

@@ -9,6 +9,13 @@ from wallet_platform.http import CallbackAuthSettings
 
 class EdgeSettings(CallbackAuthSettings):
     edge_port: int = Field(default=18080, ge=1, le=65535, description="Port of the public API.")
+    edge_ops_port: int = Field(
+        default=18084,
+        ge=1,
+        le=65535,
+        description="Port of /health, /ready, /metrics; each edge process needs its own, also "
+        "when they share WALLET_EDGE_PORT.",
+    )
     edge_reuse_port: bool = Field(
         default=False, description="Let several edge processes share the port (SO_REUSEPORT)."
     )
@@ -29,4 +36,8 @@ class EdgeSettings(CallbackAuthSettings):
     )
     projection_url: str = Field(
         default="http://127.0.0.1:18081", description="Where balance reads are forwarded."
+    )
+    projection_ops_url: str = Field(
+        default="http://127.0.0.1:18085",
+        description="The projection's operational port, whose /ready the edge's /ready includes.",
     )

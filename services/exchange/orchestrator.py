@@ -70,6 +70,7 @@ from swapgate import (
     decimal_text,
 )
 from wallet_platform.command_bus import CommandBus, OutcomeTimeout
+from wallet_platform.postgres import UNAVAILABLE as DATABASE_AWAY
 
 log = structlog.get_logger(__name__)
 
@@ -297,14 +298,20 @@ class Orchestrator:
         return len(keys)
 
     async def run_resumer(self, stop: asyncio.Event) -> None:
-        """Resume unfinished exchanges now and every ``exchange_resume_interval`` seconds."""
+        """Resume unfinished exchanges now and every ``exchange_resume_interval`` seconds, until
+        ``stop`` is set: whatever one round meets (Postgres away, anything else) is logged, and
+        the next round tries again, so the loop lives as long as the process."""
         while not stop.is_set():
             try:
                 count = await self.resume_all()
                 if count:
                     log.info("exchanges_resumed", count=count)
-            except (asyncpg.PostgresError, OSError) as exc:
+            except DATABASE_AWAY as exc:
                 log.warning("exchange_resume_failed", error=repr(exc))
+            except Exception:
+                # E.g. asyncpg's InterfaceError: not a PostgresError, and it used to end the loop
+                # silently, leaving every unfinished exchange to wait for a restart.
+                log.exception("exchange_resume_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.exchange_resume_interval)
 
@@ -329,6 +336,24 @@ class Orchestrator:
         return await store.transition(
             self.pool, r.customer_id, r.exchange_id, expected, state, **changes
         )
+
+    async def _record(
+        self, row: ExchangeRow, expected: tuple[str, ...], state: str, **changes: object
+    ) -> ExchangeRow | None:
+        """:meth:`_move`, retried while the database is away (backing off from 0.2 to 5 s).
+
+        For what Swapgate answered to an order creation: until it is recorded only this run
+        knows it, and an order id lost to a Postgres restart would leave the exchange in
+        ``ordering`` for a person to resolve, although the order exists and can be polled.
+        """
+        delay = 0.2
+        while True:
+            try:
+                return await self._move(row, expected, state, **changes)
+            except DATABASE_AWAY as exc:
+                log.warning("exchange_record_retry", **self._ids(row), state=state, error=repr(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _ledger(self, cmd: Command, *, once: bool = False) -> tuple[int, bytes] | None:
         """The ledger's answer to ``cmd``, sending it again until one comes (it is idempotent);
@@ -397,7 +422,7 @@ class Orchestrator:
             )
         except OrderOutcomeUnknown as exc:
             log.error("exchange_order_unknown", **self._ids(row), error=repr(exc))
-            return await self._move(
+            return await self._record(
                 claimed,
                 (ORDERING,),
                 ATTENTION,
@@ -406,11 +431,11 @@ class Orchestrator:
             )
         except SwapgateUnavailable as exc:  # certainly not sent: try again later
             log.warning("exchange_order_not_sent", **self._ids(row), error=repr(exc))
-            await self._move(claimed, (ORDERING,), RESERVED, detail=f"order not sent: {exc}")
+            await self._record(claimed, (ORDERING,), RESERVED, detail=f"order not sent: {exc}")
             return None
         except (RequestRejected, InvalidRequest, InvalidMarkup, MarkupOutOfBounds) as exc:
             # Refused (or never sent): there is no order, so the hold is released.
-            return await self._move(
+            return await self._record(
                 claimed,
                 (ORDERING,),
                 VOIDING,
@@ -418,14 +443,14 @@ class Orchestrator:
                 detail=f"order refused: {exc}",
             )
         except SwapgateError as exc:  # e.g. our key refused: nothing was created
-            return await self._move(
+            return await self._record(
                 claimed,
                 (ORDERING,),
                 VOIDING,
                 settlement={"reason": f"order not created: {exc}"},
                 detail=f"order not created: {exc}",
             )
-        return await self._move(
+        return await self._record(
             claimed, (ORDERING, ATTENTION), ORDERED, order_id=order.order_id, detail=None
         )
 

@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 
 from exchange.orchestrator import Orchestrator
 from exchange.settings import ExchangeSettings
@@ -20,7 +19,6 @@ from wallet_platform.schema import check_schema
 class Runtime:
     orchestrator: Orchestrator
     pool: asyncpg.Pool
-    producer: AIOKafkaProducer
 
 
 @asynccontextmanager
@@ -49,7 +47,7 @@ async def open_runtime(
             )
             orchestrator = Orchestrator(settings, pool, bus, client)
             try:
-                yield Runtime(orchestrator, pool, bus.producer)
+                yield Runtime(orchestrator, pool)
             finally:
                 await orchestrator.close()
                 await client.close()

@@ -15,6 +15,8 @@ from wallet_platform.config import load_settings
 from wallet_platform.health import kafka_check, postgres_check
 from wallet_platform.kafka import make_consumer, make_producer
 from wallet_platform.logging import setup_logging
+from wallet_platform.postgres import connect_with_backoff
+from wallet_platform.producer import RenewingProducer
 from wallet_platform.schema import SchemaError, check_schema
 from wallet_platform.service import (
     READINESS,
@@ -26,7 +28,11 @@ from wallet_platform.service import (
 
 async def run(settings: LedgerSettings) -> None:
     log = setup_logging("ledger", settings.log_level)
-    conn = await asyncpg.connect(settings.pg_dsn)
+
+    async def connect() -> asyncpg.Connection:
+        return await connect_with_backoff(settings.pg_dsn)
+
+    conn = await connect()
     try:
         await check_schema(conn)
     except SchemaError as exc:
@@ -34,17 +40,21 @@ async def run(settings: LedgerSettings) -> None:
         await conn.close()
         raise SystemExit(2) from None
     await store.ensure_currencies(conn)
-    second = await asyncpg.connect(settings.pg_dsn)
-    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=2)
+    second = await connect()
+    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=0, max_size=1)
     names = Topics(
         commands=topics.topic_name(topics.COMMANDS, settings.topic_prefix),
         events=topics.topic_name(topics.EVENTS, settings.topic_prefix),
         replies=topics.topic_name(topics.REPLIES, settings.topic_prefix),
         dead_letter=topics.topic_name(topics.DEAD_LETTER, settings.topic_prefix),
     )
-    producer = make_producer(
-        settings.kafka_bootstrap, "ledger", linger_ms=settings.ledger_producer_linger_ms
+
+    producer = RenewingProducer(
+        lambda: make_producer(
+            settings.kafka_bootstrap, "ledger", linger_ms=settings.ledger_producer_linger_ms
+        )
     )
+
     consumer = make_consumer(
         settings.kafka_bootstrap,
         "ledger",
@@ -62,6 +72,8 @@ async def run(settings: LedgerSettings) -> None:
         outcome_cache=settings.ledger_outcome_cache,
         verify_seconds=settings.ledger_verify_seconds,
         pipeline_depth=settings.ledger_pipeline_depth,
+        # One attempt per recovery: the writer's own backoff paces the retries.
+        connect=lambda: asyncpg.connect(settings.pg_dsn, timeout=5),
     )
     consumer.subscribe([names.commands], listener=writer)
     await consumer.start()
@@ -80,8 +92,11 @@ async def run(settings: LedgerSettings) -> None:
         await consumer.stop()
         await producer.stop()
         await pool.close()
-        await second.close()
-        await conn.close()
+        for connection in writer.conns:
+            try:
+                await asyncio.wait_for(connection.close(), timeout=5)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                connection.terminate()
 
     stop_serving = asyncio.Event()
 
@@ -96,9 +111,13 @@ async def run(settings: LedgerSettings) -> None:
 
     app = web.Application()
     add_operational_routes(app)
-    app[READINESS].extend([postgres_check(pool), kafka_check(producer)])
+
+    async def writer_check() -> dict[str, bool]:
+        return {"writer": writer.ready}
+
+    app[READINESS].extend([writer_check, postgres_check(pool), kafka_check(producer)])
     await serve_until_signalled(
-        app, settings.host, settings.ledger_port, on_stop=shutdown, stop=stop_serving
+        app, settings, settings.ledger_port, on_stop=shutdown, stop=stop_serving
     )
     if loop_task.done() and not loop_task.cancelled() and loop_task.exception() is not None:
         raise SystemExit(1)

@@ -15,7 +15,9 @@ async def run(settings: OperatorApiSettings) -> None:
     """Serve until SIGTERM/SIGINT."""
     setup_logging("operator_api", settings.log_level)
     app = build_app(settings)
-    await serve_until_signalled(app, settings.host, settings.operator_api_port)
+    await serve_until_signalled(
+        app, settings, settings.operator_api_port, ops_port=settings.operator_api_ops_port
+    )
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ from quadcode_gateway import (
 )
 from wallet_platform.callback_auth import AuthError, bearer_token
 from wallet_platform.http import json_error, json_errors_middleware
-from wallet_platform.service import READINESS, add_operational_routes
+from wallet_platform.service import READINESS, add_operational_app
 
 SETTINGS = web.AppKey("settings", OperatorApiSettings)
 SIGNER = web.AppKey("signer", TokenSigner)
@@ -47,8 +47,8 @@ log = structlog.get_logger(__name__)
 
 
 def operator_auth_middleware(token_digest: bytes, prefix: str = "/v1/") -> Middleware:
-    """403 (JSON) for a request under ``prefix`` without the shared secret; operational routes
-    (/health, /ready, /metrics) stay open. Runs before routing errors, so an unauthenticated
+    """403 (JSON) for a request under ``prefix`` without the shared secret (the operational
+    routes are on a port of their own). Runs before routing errors, so an unauthenticated
     caller learns nothing about which routes exist."""
 
     @web.middleware
@@ -102,7 +102,7 @@ def build_app(settings: OperatorApiSettings) -> web.Application:
     app[SETTINGS] = settings
     app[SIGNER] = settings.checked_signer()
     settings.check()  # the exchange settings, when exchanges are configured
-    add_operational_routes(app)
+    add_operational_app(app)  # /health, /ready, /metrics: on their own port
     app[READINESS].append(_signer_ready)
     app.router.add_post("/v1/customers/{customer_id}/trading-room", trading_room)
     app.cleanup_ctx.append(_gateway_client)

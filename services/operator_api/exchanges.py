@@ -10,7 +10,8 @@ its answer once); the order, its polling and the settlement or void continue in 
   exchange under ``exchange``: nothing is held;
 * 400s for a bad body, 409 ``request_id_reused`` for an exchange id used with another request,
   422 ``amount_out_of_range`` (with the quote's ``limits``), 503 ``unavailable`` when Swapgate
-  or the ledger did not answer in time (retry the same request) or exchanges are not configured.
+  or the ledger did not answer in time (retry the same request), when the exchanges' database is
+  away (both endpoints; retry), or when exchanges are not configured.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from exchange.requests import parse_request
 from exchange.runtime import open_runtime
 from ledger_core.requests import RequestError, check_id
 from operator_api.settings import OperatorApiSettings
-from wallet_platform.health import kafka_check, postgres_check
+from wallet_platform.health import command_bus_check, postgres_check, task_check
 from wallet_platform.http import json_error
+from wallet_platform.postgres import UNAVAILABLE as DATABASE_AWAY
 from wallet_platform.service import READINESS
 
 log = structlog.get_logger(__name__)
@@ -36,6 +38,7 @@ ORCHESTRATOR = web.AppKey("orchestrator", Orchestrator)
 EXCHANGE_SETTINGS = web.AppKey("exchange_settings", OperatorApiSettings)
 
 NOT_CONFIGURED = "Exchanges are not configured on this instance (WALLET_SWAPGATE_BASE_URL)."
+NO_DATABASE = "The exchanges' database is unavailable; retry the request."
 
 
 def _orchestrator(request: web.Request) -> Orchestrator | None:
@@ -56,10 +59,16 @@ async def start_exchange(request: web.Request) -> web.Response:
             answer = await orchestrator.start(exchange)
     except Refusal as exc:
         return web.json_response(exc.body(), status=exc.status)
-    except TimeoutError:
+    except TimeoutError:  # before DATABASE_AWAY, which holds OSError, TimeoutError's base
         # Whatever was done is recorded: the same request again continues it.
         log.warning("exchange_start_timeout", exchange_id=exchange.exchange_id)
         return json_error("unavailable", "The exchange did not start in time; retry the request.")
+    except DATABASE_AWAY as exc:
+        # Postgres restarting or down: nothing or a resumable step was recorded, as above.
+        log.warning(
+            "exchange_database_unavailable", exchange_id=exchange.exchange_id, error=repr(exc)
+        )
+        return json_error("unavailable", NO_DATABASE)
     return web.json_response(answer.body, status=answer.status)
 
 
@@ -73,7 +82,11 @@ async def get_exchange(request: web.Request) -> web.Response:
         check_id(exchange_id, "exchange_id")
     except RequestError as exc:
         return json_error(exc.code, exc.message)
-    row = await orchestrator.get(customer_id, exchange_id)
+    try:
+        row = await orchestrator.get(customer_id, exchange_id)
+    except DATABASE_AWAY as exc:
+        log.warning("exchange_database_unavailable", exchange_id=exchange_id, error=repr(exc))
+        return json_error("unavailable", NO_DATABASE)
     if row is None:
         return json_error("exchange_not_found")
     return web.json_response(row.view())
@@ -90,9 +103,15 @@ async def exchanges_context(app: web.Application) -> AsyncIterator[None]:
         settings, reply_partition=settings.exchange_reply_partition, client_id="operator-api"
     ) as runtime:
         app[ORCHESTRATOR] = runtime.orchestrator
-        app[READINESS].extend([postgres_check(runtime.pool), kafka_check(runtime.producer)])
         stop = asyncio.Event()
         resumer = asyncio.create_task(runtime.orchestrator.run_resumer(stop))
+        app[READINESS].extend(
+            [
+                postgres_check(runtime.pool),
+                command_bus_check(runtime.orchestrator.bus),
+                task_check("exchange_resumer", resumer),
+            ]
+        )
         try:
             yield
         finally:

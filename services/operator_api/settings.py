@@ -32,6 +32,9 @@ class OperatorApiSettings(ExchangeSettings, QuadcodeGatewaySettings):
     operator_api_port: int = Field(
         default=18083, ge=1, le=65535, description="Port of the operator API."
     )
+    operator_api_ops_port: int = Field(
+        default=18086, ge=1, le=65535, description="Port of /health, /ready, /metrics."
+    )
     operator_api_token_file: str = Field(
         default="",
         description="File holding the shared bearer secret callers must send (temporary).",

@@ -7,15 +7,11 @@ after each."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,74 +19,27 @@ import asyncpg
 import orjson
 import pytest
 
-from ledger.audit import audit
+from callback_load import settled_audit
+from exchange_stack import (
+    Exchanges,
+    exchange_env,
+    funded_customer,
+    start_operator_api,
+    swapgate_simulator,
+)
+from exchange_stack import exchange_request as request
 from ledger_core.money import to_minor
-from quadcode_gateway import generate_keypair
-from wallet_clients import Answer, Operator, Wallet
-from wallet_stack import Service, Stack, free_port, wait_ready
+from wallet_clients import Operator, Wallet
+from wallet_stack import Service, Stack, wait_ready
 
 pytestmark = pytest.mark.e2e
-
-SECRET = "operator-secret-" + "e" * 32
-SWAPGATE_PUBLIC, SWAPGATE_SECRET = "exchange-test-public-key", "exchange-test-secret-key"
-STEP_S = 1.0  # time a simulated order spends in each stage
-MARKUP = "0.3"
-PAYOUT = "BTC:bc1q-treasury,USDT:T-treasury,ETH:0xtreasury"
-
-
-def _listening_port(log_path: Path, process: subprocess.Popen[bytes]) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"simulator exited early:\n{log_path.read_text()}")
-        for line in log_path.read_text().splitlines():
-            if line.startswith("{") and orjson.loads(line).get("event") == "listening":
-                return int(orjson.loads(line)["port"])
-        time.sleep(0.05)
-    raise RuntimeError(f"simulator did not start:\n{log_path.read_text()}")
 
 
 @pytest.fixture(scope="module")
 def swapgate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The Swapgate simulator as a process, with our API key seeded."""
-    log_path = tmp_path_factory.mktemp("swapgate") / "simulator.log"
-    command = [
-        sys.executable, "-m", "simulators.swapgate", "--host", "127.0.0.1", "--port", "0",
-        "--step-s", str(STEP_S), "--platform-pct", "1", "--affiliate-pct", "20",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
-    try:
-        url = f"http://127.0.0.1:{_listening_port(log_path, process)}"
-        body = {"name": "wallet", "publicKey": SWAPGATE_PUBLIC, "secretKey": SWAPGATE_SECRET}
-        import urllib.request
-
-        request = urllib.request.Request(
-            f"{url}/_sim/keys",
-            data=orjson.dumps(body),
-            headers={"content-type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=5):
-            pass
+    with swapgate_simulator(tmp_path_factory.mktemp("swapgate") / "simulator.log") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def exchange_env(stack: Stack, swapgate: str) -> dict[str, str]:
-    """Settings of the exchange orchestration, for the operator API and the CLI."""
-    return stack.env() | {
-        "WALLET_SWAPGATE_BASE_URL": swapgate,
-        "WALLET_SWAPGATE_PUBLIC_KEY": SWAPGATE_PUBLIC,
-        "WALLET_SWAPGATE_SECRET_KEY": SWAPGATE_SECRET,
-        "WALLET_SWAPGATE_MARKUP": MARKUP,
-        "WALLET_SWAPGATE_PAYOUT_ADDRESSES": PAYOUT,
-        "WALLET_EXCHANGE_LEDGER_TIMEOUT": "2",
-        "WALLET_EXCHANGE_POLL_INITIAL": "0.1",
-        "WALLET_EXCHANGE_POLL_MAX": "0.3",
-        "WALLET_EXCHANGE_RESUME_INTERVAL": "1",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -98,68 +47,9 @@ async def api(
     stack: Stack, swapgate: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Service]:
     directory = tmp_path_factory.mktemp("operator-api-exchange")
-    generate_keypair(directory / "ours-private.pem", directory / "ours-public.pem")
-    token = directory / "operator-token"
-    token.write_text(SECRET)
-    port = free_port()
-    env = exchange_env(stack, swapgate) | {
-        "WALLET_OPERATOR_API_PORT": str(port),
-        "WALLET_OPERATOR_API_TOKEN_FILE": str(token),
-        # Required by the trading room, unused here.
-        "WALLET_QUADCODE_BASE_URL": "http://127.0.0.1:9",
-        "WALLET_QUADCODE_ISSUER": "test",
-        "WALLET_QUADCODE_ENVIRONMENT": "sandbox",
-        "WALLET_QUADCODE_PRIVATE_KEY_PATH": str(directory / "ours-private.pem"),
-    }
-    service = Service("operator_api", port, env, directory / "operator_api.log")
-    stack.services["operator_api"] = service
-    service.start()
-    await wait_ready(service, timeout=60)
+    service = await start_operator_api(stack, swapgate, directory)
     yield service
     service.stop()
-
-
-class Exchanges:
-    """The website's side of the exchange endpoints."""
-
-    def __init__(self, http: aiohttp.ClientSession, api: Service) -> None:
-        self.http = http
-        self.api = api
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {SECRET}"}
-
-    async def start(
-        self, customer: str, body: dict[str, Any] | bytes, *, headers: dict[str, str] | None = None
-    ) -> Answer:
-        data = body if isinstance(body, bytes) else orjson.dumps(body)
-        async with self.http.post(
-            f"{self.api.url}/v1/customers/{customer}/exchanges",
-            data=data,
-            headers=self.headers() if headers is None else headers,
-        ) as resp:
-            return Answer(resp.status, await resp.read())
-
-    async def get(self, customer: str, exchange_id: str) -> Answer:
-        async with self.http.get(
-            f"{self.api.url}/v1/customers/{customer}/exchanges/{exchange_id}",
-            headers=self.headers(),
-        ) as resp:
-            return Answer(resp.status, await resp.read())
-
-    async def wait_for(
-        self, customer: str, exchange_id: str, states: set[str], timeout: float = 60
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        view: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            answer = await self.get(customer, exchange_id)
-            if answer.status == 200:
-                view = answer.json
-                if view["state"] in states:
-                    return view
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"exchange never reached {states}: {view}")
 
 
 @pytest.fixture(scope="module")
@@ -167,36 +57,11 @@ async def exchanges(http: aiohttp.ClientSession, api: Service) -> Exchanges:
     return Exchanges(http, api)
 
 
-async def funded_customer(operator: Operator, usdt: str = "100") -> str:
-    customer, _ = await operator.customer_with_balance("USDT", usdt)
-    from ledger_core.commands import OpenBalance
-
-    answer = await operator.send(OpenBalance(customer, f"{customer}_BTC", "BTC", uuid.uuid4().hex))
-    assert answer.status == 201
-    return customer
-
-
-def request(customer: str, amount: str = "60", exchange_id: str | None = None) -> dict[str, str]:
-    return {
-        "exchange_id": exchange_id or "x-" + uuid.uuid4().hex[:12],
-        "source_balance_id": f"{customer}_USDT",
-        "target_balance_id": f"{customer}_BTC",
-        "amount": amount,
-        "currency_code": "USDT",
-        "target_currency_code": "BTC",
-    }
-
-
 async def clean_audit(stack: Stack) -> None:
     """The audit, once the projection has caught up; and conservation spelled out per currency."""
+    assert await settled_audit(stack) == {}
     conn = await asyncpg.connect(stack.dsn)
     try:
-        for _ in range(100):
-            result = await audit(conn)
-            if result.ok:
-                break
-            await asyncio.sleep(0.1)
-        assert result.failures == {}
         sums = await conn.fetch(
             """SELECT a.currency, sum(p.amount) AS total FROM postings p
                  JOIN accounts a USING (account_id) GROUP BY a.currency"""

@@ -95,9 +95,16 @@ def operator_api_env(keys: Keys, simulator: SimulatorProcess, **overrides: str) 
 
 @pytest.fixture(scope="module")
 async def api(keys: Keys, simulator: SimulatorProcess) -> AsyncIterator[Service]:
-    port = free_port()
-    env = operator_api_env(keys, simulator, WALLET_OPERATOR_API_PORT=str(port))
-    service = Service("operator_api", port, env, keys.directory / "operator_api.log")
+    port, ops_port = free_port(), free_port()
+    env = operator_api_env(
+        keys,
+        simulator,
+        WALLET_OPERATOR_API_PORT=str(port),
+        WALLET_OPERATOR_API_OPS_PORT=str(ops_port),
+    )
+    service = Service(
+        "operator_api", port, env, keys.directory / "operator_api.log", ops_port=ops_port
+    )
     service.start()
     try:
         await wait_ready(service, timeout=30)
@@ -430,11 +437,20 @@ async def test_other_methods_are_405_json(
 
 
 async def test_operational_routes_need_no_secret(api: Service, http: aiohttp.ClientSession) -> None:
-    async with http.get(f"{api.url}/ready") as ready:
+    async with http.get(f"{api.ops_url}/ready") as ready:
         assert ready.status == 200
         assert orjson.loads(await ready.read())["checks"] == {"quadcode_signer": True}
-    async with http.get(f"{api.url}/metrics") as metrics:
+    async with http.get(f"{api.ops_url}/metrics") as metrics:
         assert "operator_api_trading_room_total" in await metrics.text()
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/ready", "/health"])
+async def test_operational_routes_are_not_on_the_public_port(
+    api: Service, http: aiohttp.ClientSession, path: str
+) -> None:
+    async with http.get(api.url + path) as resp:
+        assert resp.status == 404
+        assert orjson.loads(await resp.read())["error"] == "route_not_found"
 
 
 # -- start-up refuses what cannot work --------------------------------------------------------------

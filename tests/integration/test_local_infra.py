@@ -24,6 +24,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from private_infra import free_ports
 from wallet_platform import kafka_admin
 from wallet_platform.topics import TopicSpec, topics
 
@@ -37,19 +38,7 @@ KAFKA_VERSION = "3.9.1"
 # Deliberately not the dev defaults (55432 / 59092 / 59093).
 
 
-def _free_ports(n: int) -> list[int]:
-    """Ports free right now (not even in TIME-WAIT), so a rerun never trips on the last one."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-PG_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT = _free_ports(3)
+PG_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT = free_ports(3)
 PREFIX = "itest."
 
 START_TIMEOUT = 240.0  # a first Kafka start may have to fetch the jars with Maven

@@ -26,7 +26,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bench import metrics
+from bench import metrics, poison
 from bench.checks import run_checks, run_entries
 from bench.procstat import Group, Sampler
 from bench.stack import BenchStack
@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 HOME = Path(os.environ.get("WALLET_HOME", REPO / ".run"))
 
 SCENARIOS = ("quiet", "closed-uniform", "closed-hotspot", "open")
+# Also on request: "memory" (a long open loop), "open-poison" (see bench.poison).
 LEDGER_HISTOGRAMS = (
     "ledger_batch_commands",
     "ledger_batch_seconds",
@@ -54,7 +55,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
-        help=f"comma-separated, from {', '.join(SCENARIOS)}, memory",
+        help=f"comma-separated, from {', '.join(SCENARIOS)}, memory, open-poison",
+    )
+    p.add_argument(
+        "--poison-rate",
+        type=float,
+        default=100.0,
+        help="open-poison: commands per second the ledger must refuse, beside the open loop",
+    )
+    p.add_argument(
+        "--poison-refused-every",
+        type=int,
+        default=10,
+        help="open-poison: every n-th poison command is refused by the database (a trigger), "
+        "the others carry text Postgres can not hold",
     )
     p.add_argument("--balances", type=int, default=10_000)
     p.add_argument("--duration", type=float, default=60.0, help="seconds per loaded scenario")
@@ -172,6 +186,31 @@ def run_loadgen(
     return result
 
 
+async def with_poison(
+    stack: BenchStack,
+    args: argparse.Namespace,
+    cfg: dict[str, Any],
+    workdir: Path,
+    sampler: Sampler,
+) -> dict[str, Any]:
+    """The open loop, with poison sent straight to ledger.commands for as long as it runs."""
+    stop = asyncio.Event()
+    async with open_command_bus(
+        stack.kafka, "bench-poison", topic_prefix=stack.prefix, reply_partition=6
+    ) as bus:
+        injector = asyncio.create_task(
+            poison.inject(
+                bus, args.balances, "USD", args.poison_rate, args.poison_refused_every, stop
+            )
+        )
+        try:
+            result = await asyncio.to_thread(run_loadgen, cfg, workdir, sampler, 1.0)
+        finally:
+            stop.set()
+        result["poison"] = await injector
+    return result
+
+
 async def audit_run(
     stack: BenchStack, run_id: str, result: dict[str, Any], runs: dict[str, int]
 ) -> dict[str, Any]:
@@ -250,8 +289,11 @@ async def run(args: argparse.Namespace) -> int:
         extra_env=tuned,
     )
     await stack.create()
-    await stack.start()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if "open-poison" in scenarios:
+        # For every scenario of the run, so a clean run beside it compares like with like.
+        await poison.install_trigger(stack.dsn)
+    await stack.start()
     report: dict[str, Any] = {
         "started": stamp,
         "label": args.label,
@@ -269,7 +311,8 @@ async def run(args: argparse.Namespace) -> int:
             "postgres": "fsync=on, synchronous_commit=on (defaults)",
             "kafka_producers": "acks=all, enable_idempotence=true, linger_ms=0",
             "projection": "synchronous_commit=off on its own read-model connection (rebuildable);"
-            " facts fetched in chunks of up to 64 KiB, waiting at most 20 ms",
+            " each fetch of facts returns at the first fact (at most 20 ms); balance reads"
+            " wait for the read model to reach their partition's end offset",
             "kafka_broker": "single KRaft node, heap 512 MB, 1 network / 2 I/O / 2 background"
             " threads (deploy/local/kafka.sh)",
             "retry_fraction": args.retry_fraction,
@@ -324,7 +367,7 @@ async def run(args: argparse.Namespace) -> int:
                         duration=args.duration,
                         distribution="hotspot" if name.endswith("hotspot") else "uniform",
                     )
-                elif name == "open":
+                elif name in ("open", "open-poison"):
                     cfg.update(mode="open", rate=args.rate, duration=args.duration)
                 elif name == "memory":
                     cfg.update(
@@ -337,21 +380,24 @@ async def run(args: argparse.Namespace) -> int:
                     raise SystemExit(f"unknown scenario {name}")
                 groups = [Group(p.name, [p.pid]) for p in stack.procs] + infra_groups()
                 sampler = Sampler(groups)
-                ledgers = [p.url for p in stack.by_kind("ledger")]
-                projection = stack.by_kind("projection")[0].url
+                ledgers = [p.ops_url for p in stack.by_kind("ledger")]
+                projection = stack.by_kind("projection")[0].ops_url
                 names_l = set(LEDGER_HISTOGRAMS)
                 names_p = {"projection_lag_seconds"}
                 before_l = metrics.merge(*[await metrics.scrape(http, u, names_l) for u in ledgers])
                 before_p = await metrics.scrape(http, projection, names_p)
-                # Edges share one port: their metrics are read only when there is one.
-                edge_url = stack.by_kind("edge")[0].url if args.edges == 1 else None
+                # Each edge has an operational port of its own: their metrics are summed.
+                edges = [p.ops_url for p in stack.by_kind("edge")]
                 names_e = set(EDGE_HISTOGRAMS)
-                before_e = await metrics.scrape(http, edge_url, names_e) if edge_url else {}
+                before_e = metrics.merge(*[await metrics.scrape(http, u, names_e) for u in edges])
                 print(f"running {name} ...", flush=True)
-                result = run_loadgen(cfg, workdir, sampler, 5.0 if name == "memory" else 1.0)
+                if name == "open-poison":
+                    result = await with_poison(stack, args, cfg, workdir, sampler)
+                else:
+                    result = run_loadgen(cfg, workdir, sampler, 5.0 if name == "memory" else 1.0)
                 after_l = metrics.merge(*[await metrics.scrape(http, u, names_l) for u in ledgers])
                 after_p = await metrics.scrape(http, projection, names_p)
-                after_e = await metrics.scrape(http, edge_url, names_e) if edge_url else {}
+                after_e = metrics.merge(*[await metrics.scrape(http, u, names_e) for u in edges])
                 for hist, values in metrics.delta(after_e, before_e).items():
                     result[hist] = metrics.summary(values)
                 ledger_delta = metrics.delta(after_l, before_l)
@@ -417,6 +463,8 @@ def print_scenario(name: str, r: dict[str, Any]) -> None:
             f"   {proc:<13} {v['cpu_pct']:>6}   "
             f"{v['rss_mb_first']}/{v['rss_mb_last']}/{v['rss_mb_peak']}"
         )
+    if "poison" in r:
+        print(f"   poison: {r['poison']['sent']} sent, answers {r['poison']['answers']}")
     bad = {k: v for k, v in r["audit"]["checks"].items() if v}
     print(
         f"   audit: {'ok' if not bad else 'FAILED ' + str(bad)} ({r['audit']['entries']} entries, "

@@ -33,10 +33,16 @@ class Proc:
     env: dict[str, str]
     log: Path
     popen: subprocess.Popen[bytes] | None = None
+    ops_port: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ops_url(self) -> str:
+        """Where /health, /ready and /metrics are: the operational port, or the only port."""
+        return f"http://127.0.0.1:{self.ops_port or self.port}"
 
     @property
     def pid(self) -> int:
@@ -120,27 +126,33 @@ class BenchStack:
                     self.workdir / f"ledger-{i}.log",
                 )
             )
-        port = free_port()
+        port, ops_port = free_port(), free_port()
         projection = Proc(
             "projection",
             port,
-            self._env(WALLET_PROJECTION_PORT=str(port)),
+            self._env(WALLET_PROJECTION_PORT=str(port), WALLET_PROJECTION_OPS_PORT=str(ops_port)),
             self.workdir / "projection.log",
+            ops_port=ops_port,
         )
         self.procs.append(projection)
         self.edge_port = free_port()
         for i in range(self.edges):
+            # The edges share the public port; each has an operational port of its own.
+            ops_port = free_port()
             self.procs.append(
                 Proc(
                     f"edge#{i}",
                     self.edge_port,
                     self._env(
                         WALLET_EDGE_PORT=str(self.edge_port),
+                        WALLET_EDGE_OPS_PORT=str(ops_port),
                         WALLET_EDGE_REPLY_PARTITION=str(i),
                         WALLET_EDGE_REUSE_PORT="true",
                         WALLET_PROJECTION_URL=projection.url,
+                        WALLET_PROJECTION_OPS_URL=projection.ops_url,
                     ),
                     self.workdir / f"edge-{i}.log",
+                    ops_port=ops_port,
                 )
             )
         for proc in self.procs:
@@ -185,7 +197,7 @@ async def wait_ready(proc: Proc, within: float = 60) -> None:
             if proc.popen is not None and proc.popen.poll() is not None:
                 raise RuntimeError(f"{proc.name} exited: {proc.log.read_text()[-2000:]}")
             try:
-                async with session.get(proc.url + "/ready") as resp:
+                async with session.get(proc.ops_url + "/ready") as resp:
                     if resp.status == 200:
                         return
             except aiohttp.ClientError:
