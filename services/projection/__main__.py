@@ -6,32 +6,45 @@ import asyncio
 import sys
 
 import asyncpg
+from aiokafka import TopicPartition
 
+from projection import checkpoint
 from projection.app import build_app
-from projection.follower import Follower, load_model, rebuild
+from projection.checkpoint import Backoff
+from projection.follower import Follower
+from projection.read_your_writes import AppliedPositions, EndOffsets, ReadYourWrites
 from projection.settings import ProjectionSettings
 from wallet_platform import topics
 from wallet_platform.config import load_settings
-from wallet_platform.health import kafka_check, postgres_check
+from wallet_platform.health import kafka_check
 from wallet_platform.kafka import make_consumer
 from wallet_platform.logging import setup_logging
+from wallet_platform.postgres import connect_with_backoff
 from wallet_platform.schema import SchemaError, check_schema
 from wallet_platform.service import READINESS, install_uvloop, serve_until_signalled
 
 
 async def run(settings: ProjectionSettings) -> None:
     log = setup_logging("projection", settings.log_level)
-    # The read model is rebuildable from ledger.events and stores its offsets with its rows, so
-    # its commits need not wait for the WAL flush: a crash loses at most the last moments, which
-    # are replayed. It also keeps the projection's fsyncs off the ledger writer's critical path.
-    conn = await asyncpg.connect(settings.pg_dsn, server_settings={"synchronous_commit": "off"})
+    backoff = Backoff(cap=settings.projection_checkpoint_backoff_max_ms / 1000)
+
+    async def open_checkpoint_connection() -> asyncpg.Connection:
+        return await checkpoint.connect(settings.pg_dsn)
+
+    # A Postgres that is restarting delays the start instead of failing it.
+    conn = await connect_with_backoff(
+        settings.pg_dsn,
+        max_delay=backoff.cap,
+        command_timeout=checkpoint.COMMAND_TIMEOUT,
+        server_settings=checkpoint.SERVER_SETTINGS,
+    )
     try:
         await check_schema(conn)
     except SchemaError as exc:
         log.error("schema_not_ready", error=str(exc))
         raise SystemExit(2) from None
-    model = await load_model(conn)
-    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=2)
+    model, stored_offsets = await checkpoint.load_checkpoint(conn)
+    positions = AppliedPositions(stored_offsets)
     topic = topics.topic_name(topics.EVENTS, settings.topic_prefix)
     consumer = make_consumer(
         settings.kafka_bootstrap,
@@ -41,46 +54,83 @@ async def run(settings: ProjectionSettings) -> None:
         fetch_min_bytes=settings.projection_fetch_min_bytes,
         fetch_max_wait_ms=settings.projection_fetch_max_wait_ms,
     )
-    follower = Follower(
-        conn, consumer, topic, model, flush_seconds=settings.projection_flush_ms / 1000
+    # End offsets are asked on a client of their own: on the follower's connection a lookup
+    # would queue behind its fetch, which the broker holds for up to the fetch wait.
+    offsets_client = make_consumer(settings.kafka_bootstrap, "projection-end-offsets")
+    follower = Follower(consumer, topic, model, positions)
+    checkpoints = checkpoint.CheckpointWriter(
+        follower,
+        open_checkpoint_connection,
+        interval=settings.projection_flush_ms / 1000,
+        backoff=backoff,
+        conn=conn,
     )
     consumer.subscribe([topic], listener=follower)
     await consumer.start()
+    await offsets_client.start()
+
+    async def end_offsets_of(partitions: frozenset[int]) -> dict[int, int]:
+        found = await offsets_client.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in found.items()}
+
+    try:  # the client learns the topic's leaders now, not during the first read's wait
+        await asyncio.wait_for(end_offsets_of(frozenset({0})), 10)
+    except Exception as exc:  # reads look up again (and answer 503 while Kafka does not)
+        log.warning("end_offsets_not_ready", error=repr(exc))
+
+    read_wait = settings.projection_read_wait_ms / 1000
+    end_offsets = EndOffsets(end_offsets_of, timeout=max(read_wait, 0.001))
+    read_your_writes = ReadYourWrites(
+        end_offsets,
+        positions,
+        lambda: consumer.partitions_for_topic(topic),
+        wait_seconds=read_wait,
+    )
     stop = asyncio.Event()
     stop_serving = asyncio.Event()
-    task = asyncio.create_task(follower.run(stop))
+    tasks = [
+        asyncio.create_task(follower.run(stop), name="follower"),
+        asyncio.create_task(checkpoints.run(stop), name="checkpoints"),
+    ]
 
-    def follower_died(t: asyncio.Task[None]) -> None:
+    def task_died(t: asyncio.Task[None]) -> None:
         if not t.cancelled() and t.exception() is not None:
-            log.error("follower_crashed", error=repr(t.exception()))
+            log.error("task_crashed", task=t.get_name(), error=repr(t.exception()))
             stop_serving.set()
 
-    task.add_done_callback(follower_died)
+    for task in tasks:
+        task.add_done_callback(task_died)
 
     async def shutdown() -> None:
         stop.set()
-        try:
-            await task
-        except Exception:
-            log.exception("follower_failed")
-        await follower.flush()
+        for task in tasks:
+            try:
+                await task
+            except Exception:
+                log.exception("task_failed", task=task.get_name())
+        await end_offsets.close()
+        await checkpoints.close()
+        await offsets_client.stop()
         await consumer.stop()
-        await pool.close()
-        await conn.close()
 
-    app = build_app(settings, model)
-    app[READINESS].extend([postgres_check(pool), kafka_check(consumer)])
+    app = build_app(settings, model, read_your_writes)
+    app[READINESS].extend([checkpoints.readiness, follower.readiness, kafka_check(consumer)])
     await serve_until_signalled(
-        app, settings.host, settings.projection_port, on_stop=shutdown, stop=stop_serving
+        app,
+        settings,
+        settings.projection_port,
+        ops_port=settings.projection_ops_port,
+        on_stop=shutdown,
+        stop=stop_serving,
     )
-    if task.done() and not task.cancelled() and task.exception() is not None:
+    if any(t.done() and not t.cancelled() and t.exception() is not None for t in tasks):
         raise SystemExit(1)
 
 
 async def _rebuild(settings: ProjectionSettings) -> None:
     conn = await asyncpg.connect(settings.pg_dsn)
     try:
-        await rebuild(conn)
+        await checkpoint.rebuild(conn)
     finally:
         await conn.close()
     print("read model cleared: the next start replays ledger.events from the beginning")

@@ -1,19 +1,25 @@
-"""Follows ledger.events into the read model; stores rows and offsets in one transaction."""
+"""Follows ledger.events into the in-memory read model.
+
+The follower only applies facts; it never waits for Postgres. What it changed is handed to the
+checkpoint writer (:mod:`projection.checkpoint`), which stores rows and offsets together on its own
+connection and task. Its applied position per partition is what read-your-writes waits on.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
-from projection.model import BalanceRow, ReadModel
+from projection.checkpoint import Checkpoint
+from projection.model import ReadModel
+from projection.read_your_writes import AppliedPositions
 
 log = structlog.get_logger()
 
@@ -24,75 +30,99 @@ LAG_SECONDS = Histogram(
 )
 
 BAD_FACTS = Counter("projection_unreadable_facts_total", "Facts that could not be applied")
-
-
-async def load_model(conn: asyncpg.Connection) -> ReadModel:
-    model = ReadModel()
-    for r in await conn.fetch("SELECT customer_id, blocked FROM customer_view"):
-        model.customers[r["customer_id"]] = r["blocked"]
-    for r in await conn.fetch(
-        """SELECT customer_id, balance_id, currency, amount, seq, reserved, hold_seq
-             FROM balance_view"""
-    ):
-        model.balances[(r["customer_id"], r["balance_id"])] = BalanceRow(
-            r["currency"], int(r["amount"]), r["seq"], int(r["reserved"]), r["hold_seq"]
-        )
-    return model
+FETCH_ERRORS = Counter(
+    "projection_fetch_errors_total", "Fetches of facts that failed (retried after a pause)"
+)
 
 
 class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Applies facts to the read model, records how far per partition, and collects what
+    changed for the next checkpoint. The model and positions outlive rebalances and outages."""
+
     def __init__(
         self,
-        conn: asyncpg.Connection,
         consumer: AIOKafkaConsumer,
         topic: str,
         model: ReadModel,
+        positions: AppliedPositions,
         *,
-        flush_seconds: float = 0.2,
+        retry_seconds: float = 0.5,
     ) -> None:
-        self.conn = conn
         self.consumer = consumer
         self.topic = topic
         self.model = model
+        # Per partition, the offset after the last fact applied to ``model``; it starts at the
+        # loaded checkpoint's offsets, and read-your-writes waits on it.
+        self.positions = positions
+        self.retry_seconds = retry_seconds
         self.applied = 0
-        # Reads are answered from memory the moment a fact is applied; Postgres only keeps a
-        # checkpoint (rows and offsets together) to restart from, so it is written at most every
-        # ``flush_seconds`` instead of once per small batch.
-        self.flush_seconds = flush_seconds
+        # Changes since the last checkpoint taken: keys only, so the checkpoint copies the rows'
+        # latest values when it is taken.
         self._dirty_customers: set[str] = set()
         self._dirty_balances: set[tuple[str, str]] = set()
         self._offsets: dict[int, int] = {}
-        self._last_flush = time.monotonic()
         # Rebalance callbacks run in aiokafka's coordinator task: keep them and a batch apart.
         self._lock = asyncio.Lock()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Continue each partition where the in-memory model stands. This needs no Postgres
+        (the stored offsets were loaded with the model), so a rebalance while Postgres or
+        Kafka was away neither fails nor moves the model back to its last checkpoint."""
         async with self._lock:
-            await self._seek_stored(assigned)
+            for tp in assigned:
+                position = self.positions.next_offset(tp.partition)
+                if position is not None:
+                    self.consumer.seek(tp, position)
+                else:  # never followed, no checkpoint: from the first fact Kafka still has
+                    await self.consumer.seek_to_beginning(tp)
+                    self.positions.advance(tp.partition, await self.consumer.position(tp))
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 
-    async def _seek_stored(self, assigned: list[TopicPartition]) -> None:
-        rows = await self.conn.fetch("SELECT partition, next_offset FROM projection_offsets")
-        stored = {r["partition"]: r["next_offset"] for r in rows}
-        for tp in assigned:
-            if tp.partition in stored:
-                self.consumer.seek(tp, stored[tp.partition])
-            else:
-                await self.consumer.seek_to_beginning(tp)
-
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self._lock:
-            await self.flush()
+        """Nothing to hand over: the model and its positions stay in memory, and the checkpoint
+        writer stores the changes on its own schedule."""
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
 
+    async def readiness(self) -> dict[str, bool]:
+        """Readiness check: the consumer group has given this follower its partitions (until
+        then reads of them would wait in vain). No round trip: the assignment is local."""
+        return {"following": bool(self.consumer.assignment())}
+
     async def run(self, stop: asyncio.Event) -> None:
+        """Fetch and apply facts until ``stop``. A failed fetch (the broker away, a leader
+        moving) is logged and retried: aiokafka reconnects by itself."""
         while not stop.is_set():
-            records = await self.consumer.getmany(timeout_ms=200, max_records=5000)
-            async with self._lock:
-                if records:
+            try:
+                records = await self.consumer.getmany(timeout_ms=200, max_records=5000)
+            except KafkaError as exc:
+                FETCH_ERRORS.inc()
+                log.warning("fetch_failed", error=repr(exc))
+                await asyncio.sleep(self.retry_seconds)
+                continue
+            if records:
+                async with self._lock:
                     self._apply(records)
-                if time.monotonic() - self._last_flush >= self.flush_seconds:
-                    await self.flush()
+
+    def take_checkpoint(self) -> Checkpoint:
+        """What changed since the last checkpoint taken, with the rows' values as of now and
+        the offsets they reflect; the changes are forgotten until :meth:`restore`."""
+        balances, self._dirty_balances = self._dirty_balances, set()
+        customers, self._dirty_customers = self._dirty_customers, set()
+        offsets, self._offsets = self._offsets, {}
+        b_rows = []
+        for c, b in balances:
+            row = self.model.balances[(c, b)]
+            b_rows.append((c, b, row.currency, row.amount, row.seq, row.reserved, row.hold_seq))
+        c_rows = [(c, self.model.customers[c]) for c in customers if c in self.model.customers]
+        return Checkpoint(b_rows, c_rows, offsets)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """A checkpoint was not stored: its changes go into the next one (with the rows' values
+        as they will be then, and newer offsets where the model has moved on)."""
+        self._dirty_balances.update((r[0], r[1]) for r in checkpoint.balances)
+        self._dirty_customers.update(c for c, _ in checkpoint.customers)
+        for partition, offset in checkpoint.offsets.items():
+            self._offsets.setdefault(partition, offset)
 
     def _apply(self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         customers = self._dirty_customers
@@ -118,62 +148,6 @@ class Follower(ConsumerRebalanceListener):  # type: ignore[misc]
                 LAG_SECONDS.observe(max(0.0, now - msg.timestamp / 1000))
             if messages:
                 offsets[tp.partition] = messages[-1].offset + 1
+                # After the model holds them (reads waiting for this offset may now answer).
+                self.positions.advance(tp.partition, messages[-1].offset + 1)
             self.applied += len(messages)
-
-    async def flush(self) -> None:
-        """Checkpoint the changed rows and the offsets that produced them, in one transaction."""
-        self._last_flush = time.monotonic()
-        if not self._offsets:
-            return
-        balances, self._dirty_balances = self._dirty_balances, set()
-        customers, self._dirty_customers = self._dirty_customers, set()
-        offsets, self._offsets = self._offsets, {}
-        at = datetime.now(tz=UTC)
-        b_rows = [(c, b, self.model.balances[(c, b)]) for c, b in balances]
-        c_rows = [(c, self.model.customers[c]) for c in customers if c in self.model.customers]
-        async with self.conn.transaction():
-            await self.conn.execute(
-                """INSERT INTO balance_view
-                          (customer_id, balance_id, currency, amount, seq, reserved, hold_seq,
-                           updated_at)
-                   SELECT x.c, x.b, x.cur, x.amt, x.seq, x.res, x.hseq, $8
-                     FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::bigint[],
-                                 $6::numeric[], $7::bigint[])
-                          AS x(c, b, cur, amt, seq, res, hseq)
-                   ON CONFLICT (customer_id, balance_id) DO UPDATE
-                      SET amount = excluded.amount, seq = excluded.seq,
-                          reserved = excluded.reserved, hold_seq = excluded.hold_seq,
-                          updated_at = excluded.updated_at
-                    WHERE balance_view.seq < excluded.seq
-                       OR balance_view.hold_seq < excluded.hold_seq""",
-                [r[0] for r in b_rows],
-                [r[1] for r in b_rows],
-                [r[2].currency for r in b_rows],
-                [r[2].amount for r in b_rows],
-                [r[2].seq for r in b_rows],
-                [r[2].reserved for r in b_rows],
-                [r[2].hold_seq for r in b_rows],
-                at,
-            )
-            await self.conn.execute(
-                """INSERT INTO customer_view (customer_id, blocked, updated_at)
-                   SELECT x.c, x.b, $3 FROM unnest($1::text[], $2::boolean[]) AS x(c, b)
-                   ON CONFLICT (customer_id) DO UPDATE
-                      SET blocked = excluded.blocked, updated_at = excluded.updated_at""",
-                [r[0] for r in c_rows],
-                [r[1] for r in c_rows],
-                at,
-            )
-            await self.conn.execute(
-                """INSERT INTO projection_offsets (partition, next_offset)
-                   SELECT * FROM unnest($1::int[], $2::bigint[])
-                   ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset""",
-                list(offsets),
-                list(offsets.values()),
-            )
-
-
-async def rebuild(conn: asyncpg.Connection) -> None:
-    """Forget the read model; the next start replays ledger.events from the beginning."""
-    async with conn.transaction():
-        await conn.execute("TRUNCATE balance_view, customer_view, projection_offsets")
