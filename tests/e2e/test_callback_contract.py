@@ -1,35 +1,28 @@
-"""Quadcode's callback contract, checked with openapi-core against Quadcode's own OpenAPI file
-(b2b-client-external-balance-openapi.yaml): real requests to the running edge, validated with
-their real responses, for every status the file documents."""
+"""The callback contract, checked with openapi-core against our own description of it,
+docs/api/wallet-callbacks.yaml: real requests to the running edge, validated with their real
+responses, for every status the description gives (503 aside: it needs the ledger to fail).
+
+The description has Quadcode's paths, bodies and success shapes
+(tests/unit/test_api_descriptions_match_quadcode.py compares it with Quadcode's file where that is
+present), and adds our error bodies: each status names the codes it may carry, so an error body
+with another code fails here too."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import orjson
 import pytest
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
+from api_descriptions import WALLET_CALLBACKS
 from wallet_clients import Operator, Wallet
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-SPEC = "b2b-client-external-balance-openapi.yaml"
-
 
 @pytest.fixture(scope="module")
 def api() -> OpenAPI:
-    for directory in (
-        Path(os.environ.get("QUADCODE_CONTRACTS_DIR", "/nonexistent")),
-        REPO / "contracts" / "quadcode",
-        REPO.parent / "shared" / "contracts" / "quadcode",
-    ):
-        if (directory / SPEC).is_file():
-            return OpenAPI.from_file_path(str(directory / SPEC))
-    pytest.fail("Quadcode's contract files not found; set QUADCODE_CONTRACTS_DIR")
+    return OpenAPI.from_file_path(str(WALLET_CALLBACKS))
 
 
 async def exchange(
@@ -51,7 +44,7 @@ async def exchange(
     return request, response, status
 
 
-async def test_every_documented_status_conforms_to_quadcodes_contract(
+async def test_every_described_status_conforms_to_the_callback_description(
     api: OpenAPI, operator: Operator, wallet: Wallet
 ) -> None:
     customer, balance = await operator.customer_with_balance("USD", "10.00")
@@ -90,6 +83,14 @@ async def test_every_documented_status_conforms_to_quadcodes_contract(
             good,
             402,
         ),
+        (
+            "post",
+            base + "/debit",
+            {"request_id": "k1", "amount": "1.60", "currency_code": "USD", "comment": "o"},
+            good,
+            409,
+        ),
+        ("get", f"/v1/customers/{customer}/balances/{'b' * 200}", None, good, 400),
         (
             "post",
             base + "/debit",
@@ -138,6 +139,8 @@ async def test_every_documented_status_conforms_to_quadcodes_contract(
         ("get", 200),
         ("post", 400),
         ("post", 402),
+        ("post", 409),
+        ("get", 400),
         ("post", 403),
         ("get", 403),
         ("post", 404),
@@ -167,3 +170,27 @@ def test_contract_validation_rejects_a_wrong_success_body(api: OpenAPI) -> None:
     )
     with pytest.raises(Exception, match=r"(?i)valid|required"):
         api.validate_response(request, response)
+
+
+def test_contract_validation_rejects_an_error_code_the_status_does_not_carry(api: OpenAPI) -> None:
+    """Error bodies are checked too: a 402 must be insufficient_funds, not another code."""
+    request = MockRequest(
+        "http://wallet.example",
+        "post",
+        "/v1/customers/c/balances/b/debit",
+        data=orjson.dumps(
+            {"request_id": "r", "amount": "1", "currency_code": "USD", "comment": "x"}
+        ),
+        content_type="application/json",
+    )
+    right = {"error": "insufficient_funds", "message": "m"}
+    api.validate_response(
+        request, MockResponse(orjson.dumps(right), status_code=402, content_type="application/json")
+    )
+    wrong = MockResponse(
+        orjson.dumps({**right, "error": "customer_blocked"}),
+        status_code=402,
+        content_type="application/json",
+    )
+    with pytest.raises(Exception, match=r"(?i)valid"):
+        api.validate_response(request, wrong)

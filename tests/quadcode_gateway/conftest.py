@@ -1,4 +1,5 @@
-"""Fixtures for the Quadcode gateway tests: keys, the simulator as a real process, a fake wallet.
+"""Fixtures for the Quadcode gateway tests: keys, the simulator as a real process, a fake wallet,
+and our OpenAPI description of the gateway.
 
 The simulator runs once per session as a subprocess on a free loopback port (``--port 0``; the
 port is read from its ``simulator_ready`` log line) and is reset before each test that uses it.
@@ -7,7 +8,6 @@ It is stopped by its pid at the end.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from api_descriptions import QUADCODE_GATEWAY
 from quadcode_gateway import generate_keypair
 from quadcode_harness import (
     ClientFactory,
@@ -27,21 +28,15 @@ from quadcode_harness import (
     stop_simulator,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="session")
-def contracts_dir() -> Path:
-    """Quadcode's contract files: $QUADCODE_CONTRACTS_DIR, the repo's copy, or ../shared."""
-    candidates = [
-        Path(os.environ.get("QUADCODE_CONTRACTS_DIR", "/nonexistent")),
-        REPO / "contracts" / "quadcode",
-        REPO.parent / "shared" / "contracts" / "quadcode",
-    ]
-    for directory in candidates:
-        if (directory / "quadcode-external-balance-openapi.yaml").is_file():
-            return directory
-    pytest.fail("Quadcode contracts not found; set QUADCODE_CONTRACTS_DIR")
+def gateway_description() -> Path:
+    """Our description of the gateway calls our client makes (docs/api/quadcode-gateway.yaml).
+
+    The tests validate against it, never against Quadcode's files, so a clone without
+    ``../shared`` passes; tests/unit/test_api_descriptions_match_quadcode.py compares the two.
+    """
+    return QUADCODE_GATEWAY
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """The internal-balance client against a scripted in-process gateway.
 
 The simulator serves only the external-balance API, so these tests answer from a small aiohttp
-app that records each request; every recorded request is checked against
-quadcode-internal-balance-openapi.yaml with openapi-core.
+app that records each request; every recorded request is checked with openapi-core against our
+description of the gateway, docs/api/quadcode-gateway.yaml (its internal-balance calls).
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ async def client(
 
 
 @pytest.fixture(scope="module")
-def internal_api(contracts_dir: Path) -> OpenAPI:
-    return OpenAPI.from_file_path(str(contracts_dir / "quadcode-internal-balance-openapi.yaml"))
+def internal_api(gateway_description: Path) -> OpenAPI:
+    return OpenAPI.from_file_path(str(gateway_description))
 
 
 def assert_requests_conform(api: OpenAPI, scripted: ScriptedGateway) -> None:
