@@ -910,9 +910,11 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _dead_letter(
         self, dead: list[tuple[ConsumerRecord[Any, Any], str, str]]
     ) -> list[asyncio.Future[Any]]:
-        """Copy undecodable and refused commands to the dead-letter topic; the batch's write
-        waits for the copies. A command is copied once per writer (a batch decided again does
-        not copy it again), at least once overall."""
+        """Copy undecodable and refused commands to the dead-letter topic. The batch's write
+        waits for the copies of undecodable ones (the copy is all that is left of them); a
+        refused one has its answer stored with the batch, so its copy is not waited for (a lost
+        copy is logged). A command is copied once per writer (a batch decided again does not copy
+        it again)."""
         futures: list[asyncio.Future[Any]] = []
         for msg, reason, detail in dead:
             position = (msg.partition, msg.offset)
@@ -927,20 +929,28 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                 reason=reason,
                 detail=detail,
             )
-            futures.append(
-                await self.producer.send(
-                    self.topics.dead_letter,
-                    msg.value,
-                    key=msg.key,
-                    headers=[
-                        ("reason", reason.encode()),
-                        ("error", detail.encode()),
-                        ("source", f"{msg.topic}:{msg.partition}:{msg.offset}".encode()),
-                    ],
-                )
+            source = f"{msg.topic}:{msg.partition}:{msg.offset}"
+            delivery = await self.producer.send(
+                self.topics.dead_letter,
+                msg.value,
+                key=msg.key,
+                headers=[
+                    ("reason", reason.encode()),
+                    ("error", detail.encode()),
+                    ("source", source.encode()),
+                ],
             )
+            if reason == "undecodable":
+                futures.append(delivery)
+            else:
+                delivery.add_done_callback(lambda d, at=source: _copy_delivered(d, at))
             DEAD_LETTERS.labels(reason).inc()
         return futures
+
+
+def _copy_delivered(delivery: asyncio.Future[Any], source: str) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.error("dead_letter_copy_lost", source=source, error=repr(delivery.exception()))
 
 
 def _failed_delivery() -> asyncio.Task[bool]:

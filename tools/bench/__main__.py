@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 HOME = Path(os.environ.get("WALLET_HOME", REPO / ".run"))
 
 SCENARIOS = ("quiet", "closed-uniform", "closed-hotspot", "open")
-# Also on request: "memory" (a long open loop), "open-poison" (see bench.poison).
+# Also on request: "memory" (a long open loop), "open-poison" and "open-control" (bench.poison).
 LEDGER_HISTOGRAMS = (
     "ledger_batch_commands",
     "ledger_batch_seconds",
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
-        help=f"comma-separated, from {', '.join(SCENARIOS)}, memory, open-poison",
+        help=f"comma-separated, from {', '.join(SCENARIOS)}, memory, open-poison, open-control",
     )
     p.add_argument(
         "--poison-rate",
@@ -192,15 +192,23 @@ async def with_poison(
     cfg: dict[str, Any],
     workdir: Path,
     sampler: Sampler,
+    control: bool,
 ) -> dict[str, Any]:
-    """The open loop, with poison sent straight to ledger.commands for as long as it runs."""
+    """The open loop, with poison (or, as a control, as many good deposits) sent straight to
+    ledger.commands for as long as it runs."""
     stop = asyncio.Event()
     async with open_command_bus(
         stack.kafka, "bench-poison", topic_prefix=stack.prefix, reply_partition=6
     ) as bus:
         injector = asyncio.create_task(
             poison.inject(
-                bus, args.balances, "USD", args.poison_rate, args.poison_refused_every, stop
+                bus,
+                args.balances,
+                "USD",
+                args.poison_rate,
+                args.poison_refused_every,
+                stop,
+                control=control,
             )
         )
         try:
@@ -290,7 +298,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     await stack.create()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    if "open-poison" in scenarios:
+    if {"open-poison", "open-control"} & set(scenarios):
         # For every scenario of the run, so a clean run beside it compares like with like.
         await poison.install_trigger(stack.dsn)
     await stack.start()
@@ -367,7 +375,7 @@ async def run(args: argparse.Namespace) -> int:
                         duration=args.duration,
                         distribution="hotspot" if name.endswith("hotspot") else "uniform",
                     )
-                elif name in ("open", "open-poison"):
+                elif name in ("open", "open-poison", "open-control"):
                     cfg.update(mode="open", rate=args.rate, duration=args.duration)
                 elif name == "memory":
                     cfg.update(
@@ -391,8 +399,9 @@ async def run(args: argparse.Namespace) -> int:
                 names_e = set(EDGE_HISTOGRAMS)
                 before_e = metrics.merge(*[await metrics.scrape(http, u, names_e) for u in edges])
                 print(f"running {name} ...", flush=True)
-                if name == "open-poison":
-                    result = await with_poison(stack, args, cfg, workdir, sampler)
+                if name in ("open-poison", "open-control"):
+                    control = name == "open-control"
+                    result = await with_poison(stack, args, cfg, workdir, sampler, control)
                 else:
                     result = run_loadgen(cfg, workdir, sampler, 5.0 if name == "memory" else 1.0)
                 after_l = metrics.merge(*[await metrics.scrape(http, u, names_l) for u in ledgers])
@@ -411,7 +420,12 @@ async def run(args: argparse.Namespace) -> int:
                 ok = ok and result["audit"]["ok"]
                 result.pop("writes_ok")
                 result["config"] = {k: v for k, v in cfg.items() if k not in ("private_key",)}
-                report["scenarios"][name] = result
+                # A scenario named twice (interleaved A/B runs) keeps every run: name, name#2...
+                key, n = name, 1
+                while key in report["scenarios"]:
+                    n += 1
+                    key = f"{name}#{n}"
+                report["scenarios"][key] = result
                 print_scenario(name, result)
     finally:
         stack.stop()

@@ -7,8 +7,9 @@ the benchmark's database refuses (a deterministic database refusal, which the wr
 down by halving its batch: a few round trips each, so these are meant to be rare). They go to
 the same customers as the good traffic, so they share its partitions. The edge would refuse
 both kinds at the door; sending them to Kafka directly tests the ledger's own guard. Compare
-the good callbacks' latency with an ``open`` run in the same sitting:
-``--scenarios open,open-poison,open``.
+the good callbacks' latency with an ``open-control`` run in the same sitting, which sends as many
+good deposits the same way (the same extra load, no poison):
+``--scenarios open-control,open-poison,open-control,open-poison``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 import asyncpg
+import orjson
 
 from ledger_core.commands import MoneyCommand
 from wallet_platform.command_bus import CommandBus, OutcomeTimeout
@@ -58,20 +60,32 @@ async def inject(
     rate: float,
     refused_every: int,
     stop: asyncio.Event,
+    *,
+    control: bool = False,
 ) -> dict[str, Any]:
     """Send poison at ``rate`` per second until ``stop``, every ``refused_every``-th one refused
-    by the database (the others carry NUL); count the answers by status and code."""
+    by the database (the others carry NUL); count the answers by status and code. With
+    ``control``, the same commands are good deposits of 0.01 instead: the same extra load, no
+    poison (deposits are outside the benchmark's debit and credit checks)."""
     rng = random.Random(11)
     answers: Counter[str] = Counter()
     pending: set[asyncio.Task[None]] = set()
 
     async def one(i: int) -> None:
         c = f"bc-{rng.randrange(customers)}"
-        comment = REFUSED_MARK if i % refused_every == 0 else "bench \x00 poison"
-        cmd = MoneyCommand("credit", c, f"{c}_{currency}", f"poison-{i}", "1.00", currency, comment)
+        if control:
+            cmd = MoneyCommand(
+                "deposit", c, f"{c}_{currency}", f"control-{i}", "0.01", currency, "bench control"
+            )
+        else:
+            comment = REFUSED_MARK if i % refused_every == 0 else "bench \x00 poison"
+            cmd = MoneyCommand(
+                "credit", c, f"{c}_{currency}", f"poison-{i}", "1.00", currency, comment
+            )
         try:
             status, body = await bus.submit(cmd, 10.0)
-            answers[f"{status} {body[:40].decode(errors='replace')}"] += 1
+            code = orjson.loads(body).get("error", "") if status >= 300 else ""
+            answers[f"{status} {code}".strip()] += 1
         except OutcomeTimeout:
             answers["timeout"] += 1
 
