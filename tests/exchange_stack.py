@@ -29,8 +29,9 @@ MARKUP = "0.3"
 PAYOUT = "BTC:bc1q-treasury,USDT:T-treasury,ETH:0xtreasury"
 
 
-def _listening_port(log_path: Path, process: subprocess.Popen[bytes]) -> int:
-    deadline = time.monotonic() + 30
+def listening_port(log_path: Path, process: subprocess.Popen[bytes], within: float = 30.0) -> int:
+    """The port from a simulator's ``listening`` log line (it binds port 0)."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"simulator exited early:\n{log_path.read_text()}")
@@ -38,7 +39,7 @@ def _listening_port(log_path: Path, process: subprocess.Popen[bytes]) -> int:
             if line.startswith("{") and orjson.loads(line).get("event") == "listening":
                 return int(orjson.loads(line)["port"])
         time.sleep(0.05)
-    raise RuntimeError(f"simulator did not start:\n{log_path.read_text()}")
+    raise RuntimeError(f"simulator did not start in {within:g}s:\n{log_path.read_text()}")
 
 
 @contextlib.contextmanager
@@ -52,7 +53,7 @@ def swapgate_simulator(log_path: Path, *, step_s: float = 1.0) -> Iterator[str]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
     try:
-        url = f"http://127.0.0.1:{_listening_port(log_path, process)}"
+        url = f"http://127.0.0.1:{listening_port(log_path, process)}"
         body = {"name": "wallet", "publicKey": SWAPGATE_PUBLIC, "secretKey": SWAPGATE_SECRET}
         request = urllib.request.Request(
             f"{url}/_sim/keys",

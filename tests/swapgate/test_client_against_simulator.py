@@ -6,16 +6,15 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 
+from exchange_stack import listening_port
 from swapgate import (
     AmountAboveMaximum,
     AmountBelowMinimum,
@@ -72,19 +71,6 @@ def _post(url: str, body: object) -> None:
         pass
 
 
-def _listening_port(log_path: Path, process: subprocess.Popen[bytes]) -> int:
-    """The port from the simulator's ``listening`` log line (it binds port 0)."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"simulator exited early:\n{log_path.read_text()}")
-        for line in log_path.read_text().splitlines():
-            if line.startswith("{") and orjson.loads(line).get("event") == "listening":
-                return int(orjson.loads(line)["port"])
-        time.sleep(0.05)
-    raise RuntimeError(f"simulator did not start in {START_TIMEOUT_S}s:\n{log_path.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("swapgate-sim") / "simulator.log"
@@ -96,7 +82,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
     try:
-        url = f"http://127.0.0.1:{_listening_port(log_path, process)}"
+        url = f"http://127.0.0.1:{listening_port(log_path, process, START_TIMEOUT_S)}"
         with urllib.request.urlopen(f"{url}/_sim/health", timeout=5) as answer:
             assert answer.status == 200
         _post(
