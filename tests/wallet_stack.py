@@ -229,13 +229,17 @@ class Stack:
         self.services[f"{name}-{port}" if name in self.services else name] = service
         return service
 
-    async def start(self) -> None:
+    def launch(self) -> list[Service]:
+        """Start the ledger, the projection and the edge as processes; do not wait for them."""
         ledger = self.add("ledger", "WALLET_LEDGER_PORT")
         projection = self.add("projection", "WALLET_PROJECTION_PORT")
         edge = self.add("edge", "WALLET_EDGE_PORT", WALLET_PROJECTION_URL=projection.url)
         for service in (ledger, projection, edge):
             service.start()
-        for service in (ledger, projection, edge):
+        return [ledger, projection, edge]
+
+    async def start(self) -> None:
+        for service in self.launch():
             await wait_ready(service)
 
     def stop(self) -> None:

@@ -6,9 +6,15 @@ broker, and retries inside the client can not duplicate or reorder it.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
+
+log = structlog.get_logger()
 
 
 def make_producer(
@@ -48,3 +54,22 @@ def make_consumer(
     }
     params.update(extra)
     return AIOKafkaConsumer(**params)
+
+
+async def wait_for_kafka(bootstrap: str, *, max_delay: float = 5.0) -> None:
+    """Return once a broker of ``bootstrap`` answers a metadata request, retrying with backoff
+    (0.1 s doubling to ``max_delay``) while none does: a service started before Kafka waits for
+    it, as it waits for Postgres, instead of exiting. Each try uses a client of its own (an
+    aiokafka client whose start failed is not fit to start again)."""
+    delay = 0.1
+    while True:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+        try:
+            await client.bootstrap()
+            return
+        except KafkaError as exc:
+            log.warning("kafka_unavailable", error=repr(exc), retry_in=round(delay, 2))
+        finally:
+            await client.close()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)

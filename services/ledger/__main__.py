@@ -13,7 +13,7 @@ from ledger.writer import Topics, Writer
 from wallet_platform import topics
 from wallet_platform.config import load_settings
 from wallet_platform.health import kafka_check, postgres_check
-from wallet_platform.kafka import make_consumer, make_producer
+from wallet_platform.kafka import make_consumer, make_producer, wait_for_kafka
 from wallet_platform.logging import setup_logging
 from wallet_platform.postgres import connect_with_backoff
 from wallet_platform.producer import RenewingProducer
@@ -62,6 +62,7 @@ async def run(settings: LedgerSettings) -> None:
         max_poll_records=settings.ledger_max_batch,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
+    await wait_for_kafka(settings.kafka_bootstrap)
     await producer.start()
     writer = Writer(
         [conn, second],

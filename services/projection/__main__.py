@@ -17,7 +17,7 @@ from projection.settings import ProjectionSettings
 from wallet_platform import topics
 from wallet_platform.config import load_settings
 from wallet_platform.health import kafka_check
-from wallet_platform.kafka import make_consumer
+from wallet_platform.kafka import make_consumer, wait_for_kafka
 from wallet_platform.logging import setup_logging
 from wallet_platform.postgres import connect_with_backoff
 from wallet_platform.schema import SchemaError, check_schema
@@ -66,6 +66,7 @@ async def run(settings: ProjectionSettings) -> None:
         conn=conn,
     )
     consumer.subscribe([topic], listener=follower)
+    await wait_for_kafka(settings.kafka_bootstrap)
     await consumer.start()
     await offsets_client.start()
 
