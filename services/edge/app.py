@@ -28,7 +28,6 @@ from wallet_platform.http import (
     json_error,
     json_errors_middleware,
 )
-from wallet_platform.kafka import wait_for_kafka
 from wallet_platform.service import READINESS, ReadinessCheck, add_operational_app
 
 BUS = web.AppKey("bus", CommandBus)
@@ -118,8 +117,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     """Kafka producer, reply consumer and projection client: opened before the first request,
     closed after the last one finished (aiohttp runs cleanup after in-flight handlers)."""
     settings = app[SETTINGS]
-    # Started before Kafka, the edge waits for it (the operational port answers meanwhile).
-    await wait_for_kafka(settings.kafka_bootstrap)
     async with (
         open_command_bus(
             settings.kafka_bootstrap,
