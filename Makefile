@@ -21,7 +21,7 @@ help:
 	@echo "make reset   stop everything and wipe local data"
 
 # The virtualenv, reinstalled when the dependencies or the set of packages change.
-$(VENV)/.installed: pyproject.toml $(wildcard libs/*/__init__.py services/*/__init__.py)
+$(VENV)/.installed: pyproject.toml $(wildcard libs/*/__init__.py services/*/__init__.py tools/*/__init__.py)
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -e '.[dev]'

@@ -3,8 +3,7 @@ docs/api/wallet-callbacks.yaml: real requests to the running edge, validated wit
 responses, for every status the description gives (503 aside: it needs the ledger to fail).
 
 The description has Quadcode's paths, bodies and success shapes
-(tests/unit/test_api_descriptions_match_quadcode.py compares it with Quadcode's file where that is
-present), and adds our error bodies: each status names the codes it may carry, so an error body
+(``python -m api_contract``, run by CI, compares it with Quadcode's file), and adds our error bodies: each status names the codes it may carry, so an error body
 with another code fails here too."""
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import pytest
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
-from api_descriptions import WALLET_CALLBACKS
+from api_contract import WALLET_CALLBACKS
 from wallet_clients import Operator, Wallet
 
 pytestmark = pytest.mark.e2e

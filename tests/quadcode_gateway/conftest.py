@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from api_descriptions import QUADCODE_GATEWAY
+from api_contract import QUADCODE_GATEWAY
 from quadcode_gateway import generate_keypair
 from quadcode_harness import (
     ClientFactory,
@@ -34,7 +34,7 @@ def gateway_description() -> Path:
     """Our description of the gateway calls our client makes (docs/api/quadcode-gateway.yaml).
 
     The tests validate against it, never against Quadcode's files, so a clone without
-    ``../shared`` passes; tests/unit/test_api_descriptions_match_quadcode.py compares the two.
+    Quadcode's files beside it passes; ``python -m api_contract`` (run by CI) compares the two.
     """
     return QUADCODE_GATEWAY
 

@@ -1,6 +1,6 @@
 """Recorded simulator traffic replayed through openapi-core against our description of the
-gateway (docs/api/quadcode-gateway.yaml; tests/unit/test_api_descriptions_match_quadcode.py keeps
-it in step with Quadcode's own files where those are present).
+gateway (docs/api/quadcode-gateway.yaml; ``python -m api_contract``, run by CI, keeps it in step
+with Quadcode's own files).
 
 Two recordings: what our client sends (requests and responses must both conform), and
 hand-made invalid requests (only the simulator's answers must conform). Between them every

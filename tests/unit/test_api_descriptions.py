@@ -19,7 +19,7 @@ from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_spec_validator import validate
 
-from api_descriptions import (
+from api_contract import (
     DESCRIPTIONS,
     OPERATOR_API,
     QUADCODE_GATEWAY,

@@ -1,8 +1,8 @@
-"""The project's own OpenAPI descriptions (docs/api/) and how to compare them with Quadcode's.
+"""The project's own OpenAPI descriptions (docs/api/), and their comparison with Quadcode's.
 
-Tests validate traffic against these files, never against Quadcode's, so a clone without
-``../shared`` passes. Quadcode's files are read only by the conformance test
-(tests/unit/test_api_descriptions_match_quadcode.py), which skips when they are absent.
+Tests validate traffic against these files, never against Quadcode's, so a clone of the
+repository has everything it needs. Quadcode's files, where they are at hand (CI has them),
+are compared with ours by ``python -m api_contract DIR`` (``.ci/run`` does it).
 
 The comparison is deliberately narrow: for each operation of Quadcode's that we serve or call,
 ours has the same path, method and parameters, every status Quadcode lists, and, wherever
@@ -12,21 +12,20 @@ Ours may add statuses, error bodies and optional properties Quadcode leaves open
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 API_DIR = REPO / "docs" / "api"
 WALLET_CALLBACKS = API_DIR / "wallet-callbacks.yaml"
 OPERATOR_API = API_DIR / "operator-api.yaml"
 QUADCODE_GATEWAY = API_DIR / "quadcode-gateway.yaml"
 DESCRIPTIONS = (WALLET_CALLBACKS, OPERATOR_API, QUADCODE_GATEWAY)
 
-# Quadcode's contract files; only the conformance test reads them.
+# Quadcode's contract files, by name.
 QUADCODE_B2B_CLIENT = "b2b-client-external-balance-openapi.yaml"
 QUADCODE_EXTERNAL = "quadcode-external-balance-openapi.yaml"
 QUADCODE_INTERNAL = "quadcode-internal-balance-openapi.yaml"
@@ -36,14 +35,6 @@ JSON = "application/json"
 
 Spec = dict[str, Any]
 OperationKey = tuple[str, str]  # (METHOD, path template)
-
-
-def quadcode_contracts_dir() -> Path:
-    """Where Quadcode's files are expected: ``$QUADCODE_CONTRACTS_DIR``, else ``../shared``."""
-    configured = os.environ.get("QUADCODE_CONTRACTS_DIR")
-    if configured:
-        return Path(configured)
-    return REPO.parent / "shared" / "contracts" / "quadcode"
 
 
 def load(path: Path) -> Spec:
@@ -94,8 +85,10 @@ def json_schema(spec: Spec, holder: Any) -> Any:
 
 def security_schemes(spec: Spec, operation: Spec) -> set[tuple[str, str]]:
     """(type, scheme) of the schemes an operation requires (its own, else the global ones)."""
-    requirements = operation.get("security", spec.get("security", []))
-    schemes = spec.get("components", {}).get("securitySchemes", {})
+    requirements: list[dict[str, Any]] = (
+        operation["security"] if "security" in operation else spec.get("security", [])
+    )
+    schemes: dict[str, Any] = spec.get("components", {}).get("securitySchemes", {})
     found = set()
     for requirement in requirements:
         for name in requirement:

@@ -1,10 +1,7 @@
-"""Our OpenAPI descriptions (docs/api/) against Quadcode's own files, where those are present.
-
-CI has Quadcode's files in ``../shared/contracts/quadcode/`` (or ``$QUADCODE_CONTRACTS_DIR``); a
-plain clone does not, and then the comparisons skip. For every operation of Quadcode's that our
-wallet serves or our client calls, ours must have the same path, method and parameters, every
-status Quadcode lists, and the same required fields and property types wherever Quadcode gives a
-JSON schema. The last tests check the comparison itself on our own files, so they always run.
+"""The comparison of our OpenAPI descriptions with Quadcode's files (``python -m api_contract``,
+which CI runs against its copy of Quadcode's files), checked on our own files and altered
+copies of them: it must see a dropped required field, a retyped property, a missing status,
+parameter, operation or security, and a Quadcode operation our client does not call.
 """
 
 from __future__ import annotations
@@ -13,8 +10,9 @@ import copy
 from pathlib import Path
 
 import pytest
+import yaml
 
-from api_descriptions import (
+from api_contract import (
     QUADCODE_B2B_CLIENT,
     QUADCODE_EXTERNAL,
     QUADCODE_GATEWAY,
@@ -24,61 +22,13 @@ from api_descriptions import (
     load,
     operation_differences,
     operations,
-    quadcode_contracts_dir,
     resolve,
 )
+from api_contract.__main__ import compare, keys_of, main
 from quadcode_gateway.client import EXTERNAL_OPERATIONS
 from quadcode_gateway.internal import INTERNAL_OPERATIONS
-from quadcode_gateway.transport import Operation
 
 pytestmark = pytest.mark.unit
-
-
-def quadcode_file(name: str) -> Spec:
-    """One of Quadcode's files, or a skip saying why there is none."""
-    directory = quadcode_contracts_dir()
-    path = directory / name
-    if not path.is_file():
-        pytest.skip(
-            f"Quadcode's contract files are not at {directory} (a plain clone has no ../shared; "
-            "set QUADCODE_CONTRACTS_DIR or run where ../shared exists, as CI does)"
-        )
-    return load(path)
-
-
-def keys_of(client_operations: tuple[Operation, ...]) -> set[tuple[str, str]]:
-    return {(op.method, op.path) for op in client_operations}
-
-
-def test_our_callbacks_match_quadcodes_b2b_client_contract() -> None:
-    theirs = quadcode_file(QUADCODE_B2B_CLIENT)
-    # The wallet serves every operation of this file: all three callbacks.
-    assert operation_differences(theirs, load(WALLET_CALLBACKS), operations(theirs)) == []
-
-
-@pytest.mark.parametrize(
-    ("file_name", "client_operations"),
-    [(QUADCODE_EXTERNAL, EXTERNAL_OPERATIONS), (QUADCODE_INTERNAL, INTERNAL_OPERATIONS)],
-)
-def test_our_gateway_calls_match_quadcodes_gateway_contract(
-    file_name: str, client_operations: tuple[Operation, ...]
-) -> None:
-    theirs = quadcode_file(file_name)
-    called = keys_of(client_operations)
-    # Only what our client calls; a call Quadcode's file lacks is reported too.
-    assert operation_differences(theirs, load(QUADCODE_GATEWAY), called) == []
-
-
-@pytest.mark.parametrize(
-    ("file_name", "client_operations"),
-    [(QUADCODE_EXTERNAL, EXTERNAL_OPERATIONS), (QUADCODE_INTERNAL, INTERNAL_OPERATIONS)],
-)
-def test_our_client_calls_every_operation_of_quadcodes_gateway_files(
-    file_name: str, client_operations: tuple[Operation, ...]
-) -> None:
-    """A new operation in Quadcode's files shows up here, not silently."""
-    theirs = quadcode_file(file_name)
-    assert set(operations(theirs)) - keys_of(client_operations) == set()
 
 
 # -- the comparison itself (always runs: our files against altered copies of themselves) --------
@@ -139,9 +89,37 @@ def test_the_comparison_reports_a_missing_operation_and_security(callbacks: Spec
     assert any("debit: security" in line for line in found), found
 
 
-def test_a_missing_quadcode_directory_skips_with_the_reason(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("QUADCODE_CONTRACTS_DIR", str(tmp_path / "absent"))
-    with pytest.raises(pytest.skip.Exception, match="Quadcode's contract files are not at"):
-        quadcode_file(QUADCODE_B2B_CLIENT)
+def quadcode_like(directory: Path, gateway: Spec) -> Path:
+    """Quadcode's three files as our own descriptions would be them: the callbacks as the B2B
+    client contract, our gateway description split into its external and internal calls."""
+    directory.mkdir()
+    (directory / QUADCODE_B2B_CLIENT).write_text(WALLET_CALLBACKS.read_text())
+    for name, client_operations in (
+        (QUADCODE_EXTERNAL, EXTERNAL_OPERATIONS),
+        (QUADCODE_INTERNAL, INTERNAL_OPERATIONS),
+    ):
+        part = copy.deepcopy(gateway)
+        paths = {path for _, path in keys_of(client_operations)}
+        part["paths"] = {p: item for p, item in part["paths"].items() if p in paths}
+        (directory / name).write_text(yaml.safe_dump(part))
+    return directory
+
+
+def test_compare_finds_nothing_against_files_equal_to_ours(tmp_path: Path) -> None:
+    assert compare(quadcode_like(tmp_path / "quadcode", load(QUADCODE_GATEWAY))) == []
+
+
+def test_compare_reports_a_quadcode_operation_our_client_does_not_call(tmp_path: Path) -> None:
+    gateway = load(QUADCODE_GATEWAY)
+    directory = quadcode_like(tmp_path / "quadcode", gateway)
+    internal = load(directory / QUADCODE_INTERNAL)
+    internal["paths"]["/v1/b2b-gateway/new-call"] = {"get": {"responses": {"200": {}}}}
+    (directory / QUADCODE_INTERNAL).write_text(yaml.safe_dump(internal))
+    assert compare(directory) == [
+        f"GET /v1/b2b-gateway/new-call: in {QUADCODE_INTERNAL}, not called by our client"
+    ]
+    assert main([str(directory)]) == 1
+
+
+def test_a_directory_without_quadcodes_files_is_an_error_not_a_pass(tmp_path: Path) -> None:
+    assert main([str(tmp_path)]) == 2
