@@ -14,6 +14,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
+from wallet_platform.backoff import Backoff
+
 log = structlog.get_logger()
 
 
@@ -61,15 +63,15 @@ async def wait_for_kafka(bootstrap: str, *, max_delay: float = 5.0) -> None:
     (0.1 s doubling to ``max_delay``) while none does: a service started before Kafka waits for
     it, as it waits for Postgres, instead of exiting. Each try uses a client of its own (an
     aiokafka client whose start failed is not fit to start again)."""
-    delay = 0.1
+    backoff = Backoff(cap=max_delay)
     while True:
         client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
         try:
             await client.bootstrap()
             return
         except KafkaError as exc:
+            delay = backoff.next()
             log.warning("kafka_unavailable", error=repr(exc), retry_in=round(delay, 2))
         finally:
             await client.close()
         await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay)

@@ -33,6 +33,8 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from wallet_platform.backoff import Backoff
+
 log = structlog.get_logger()
 
 # A delivery failed with one of these: this producer's numbering (or id) is no good any more.
@@ -124,7 +126,7 @@ class RenewingProducer:
         self._renewal = asyncio.create_task(self._renew(producer))
 
     async def _renew(self, broken: AIOKafkaProducer) -> None:
-        delay = 0.2
+        backoff = Backoff(first=0.2)
         try:
             while not self._stopping:
                 fresh = self._make()
@@ -133,8 +135,7 @@ class RenewingProducer:
                 except Exception as exc:  # the broker is away: try again shortly
                     log.warning("kafka_producer_renewal_failed", error=repr(exc))
                     await _close(fresh)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    await asyncio.sleep(backoff.next())
                     continue
                 except asyncio.CancelledError:
                     await _close(fresh)

@@ -69,6 +69,7 @@ from swapgate import (
     await_final,
     decimal_text,
 )
+from wallet_platform.backoff import Backoff
 from wallet_platform.command_bus import CommandBus, OutcomeTimeout
 from wallet_platform.postgres import UNAVAILABLE as DATABASE_AWAY
 
@@ -346,19 +347,18 @@ class Orchestrator:
         knows it, and an order id lost to a Postgres restart would leave the exchange in
         ``ordering`` for a person to resolve, although the order exists and can be polled.
         """
-        delay = 0.2
+        backoff = Backoff(first=0.2)
         while True:
             try:
                 return await self._move(row, expected, state, **changes)
             except DATABASE_AWAY as exc:
                 log.warning("exchange_record_retry", **self._ids(row), state=state, error=repr(exc))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(backoff.next())
 
     async def _ledger(self, cmd: Command, *, once: bool = False) -> tuple[int, bytes] | None:
         """The ledger's answer to ``cmd``, sending it again until one comes (it is idempotent);
         None if ``once`` and the first wait ran out."""
-        delay = 0.2
+        backoff = Backoff(first=0.2)
         while True:
             try:
                 return await self.bus.submit(cmd, self.settings.exchange_ledger_timeout)
@@ -366,8 +366,7 @@ class Orchestrator:
                 if once:
                     return None
                 log.warning("exchange_ledger_retry", command=cmd.scope, error=repr(exc))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(backoff.next())
 
     def _comment(self, row: ExchangeRow) -> str:
         quote = row.quote or {}

@@ -57,6 +57,7 @@ from ledger_core.facts import facts_for
 from ledger_core.replies import Reply, encode_replies
 from ledger_core.state import PartitionState, UndoLog
 from ledger_core.storable import out_of_range, unstorable_text
+from wallet_platform.backoff import Backoff
 from wallet_platform.producer import RenewingProducer
 
 log = structlog.get_logger()
@@ -206,7 +207,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         self.probe_until: dict[int, int] = {}
         self.refusals: dict[Position, Refusal] = {}
         # Backoff after a transient fault or a broken connection (outside the lock).
-        self.backoff = 0.0
+        self.backoff = Backoff(first=0.05, cap=MAX_BACKOFF_SECONDS)
         self.resume_at = 0.0
         self.consumer = consumer
         # One producer for replies and facts; it replaces itself when it breaks.
@@ -229,7 +230,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
     @property
     def ready(self) -> bool:
         """False while the writer recovers from a fault (its partitions are not moving)."""
-        return not self.reload and self.backoff == 0.0 and not self.producer.renewing
+        return not self.reload and not self.backoff.engaged and not self.producer.renewing
 
     # -- partition ownership ---------------------------------------------------------------------
 
@@ -414,14 +415,13 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                     self._fail_outside_batch(exc, [owned.cursor.partition])
 
     def _back_off(self) -> None:
-        self.backoff = min(max(0.05, self.backoff * 2), MAX_BACKOFF_SECONDS)
-        self.resume_at = time.monotonic() + self.backoff
+        self.resume_at = time.monotonic() + self.backoff.next()
         DEGRADED.set(1)
 
     def _recovered(self) -> None:
-        if self.backoff:
+        if self.backoff.engaged:
             log.info("writer_recovered")
-            self.backoff = 0.0
+            self.backoff.reset()
             DEGRADED.set(0)
 
     def _select(self) -> list[tuple[Owned, list[ConsumerRecord[Any, Any]]]]:

@@ -10,11 +10,11 @@ from aiokafka import TopicPartition
 
 from projection import checkpoint
 from projection.app import build_app
-from projection.checkpoint import Backoff
 from projection.follower import Follower
 from projection.read_your_writes import AppliedPositions, EndOffsets, ReadYourWrites
 from projection.settings import ProjectionSettings
 from wallet_platform import topics
+from wallet_platform.backoff import Backoff
 from wallet_platform.config import load_settings
 from wallet_platform.health import kafka_check
 from wallet_platform.kafka import make_consumer, wait_for_kafka

@@ -20,6 +20,7 @@ import structlog
 from prometheus_client import Counter
 
 from projection.model import BalanceRow, ReadModel
+from wallet_platform.backoff import Backoff
 
 log = structlog.get_logger()
 
@@ -47,25 +48,6 @@ class Checkpoint:
 
     def __bool__(self) -> bool:
         return bool(self.offsets)
-
-
-@dataclass
-class Backoff:
-    """Pauses between reconnection attempts: doubling from ``first`` up to ``cap`` seconds."""
-
-    first: float = 0.1
-    cap: float = 5.0
-    _next: float = 0.0
-
-    def next(self) -> float:
-        """The pause before the next attempt."""
-        delay = self._next or self.first
-        self._next = min(self.cap, delay * 2)
-        return delay
-
-    def reset(self) -> None:
-        """An attempt succeeded: start from ``first`` again next time."""
-        self._next = 0.0
 
 
 async def load_checkpoint(conn: asyncpg.Connection) -> tuple[ReadModel, dict[int, int]]:

@@ -18,10 +18,11 @@ from ledger_core.commands import Command, CreateCustomer, MoneyCommand, OpenBala
 from ledger_core.decide import apply, decide
 from ledger_core.facts import facts_for
 from ledger_core.state import PartitionState
-from projection.checkpoint import Backoff, Checkpoint, CheckpointWriter
+from projection.checkpoint import Checkpoint, CheckpointWriter
 from projection.follower import Follower
 from projection.model import ReadModel
 from projection.read_your_writes import AppliedPositions
+from wallet_platform.backoff import Backoff
 
 pytestmark = pytest.mark.unit
 
