@@ -20,8 +20,11 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from wallet_stack import QuadcodeKey, Stack, create_template
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_SH = REPO / "deploy" / "local" / "postgres.sh"
@@ -196,6 +199,20 @@ class PrivateInfra:
             await asyncio.sleep(0.05)
 
     # -- both -------------------------------------------------------------------------------
+
+    async def stack(self, workdir: Path, key: QuadcodeKey) -> Stack:
+        """A stack (not started) on a fresh migrated database of this pair's Postgres, in the
+        topic namespace kafka.sh makes for it."""
+        database = "private_" + uuid.uuid4().hex[:8]
+        await create_template(database, self.admin_dsn)
+        return Stack(
+            database,
+            self.topic_prefix,
+            workdir,
+            key,
+            admin_dsn=self.admin_dsn,
+            kafka=self.bootstrap,
+        )
 
     async def start(self) -> None:
         """Both, one after the other (in parallel they would only compete for the two cores)."""

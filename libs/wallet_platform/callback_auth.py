@@ -233,8 +233,6 @@ class IpPolicy:
         (at or right of it), makes the whole chain untrustworthy: None. Hops left of the caller
         are never read, since only the caller could have written them.
         """
-        if isinstance(forwarded_for, str):  # one header's value, not a list of characters
-            forwarded_for = (forwarded_for,)
         address = parse_address(peer)
         if address is None or not forwarded_for or not self._within(address, self._proxies):
             return address

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -35,7 +34,7 @@ from exchange_stack import (
 from private_infra import PrivateInfra
 from wallet_clients import Operator, Wallet
 from wallet_platform.command_bus import open_command_bus
-from wallet_stack import QuadcodeKey, Service, Stack, create_template, wait_ready
+from wallet_stack import QuadcodeKey, Service, Stack, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -77,16 +76,7 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     """Edge, ledger, projection and the operator API (exchanges on) on the private pair, in the
     topic namespace kafka.sh made for it."""
-    database = "faults_" + uuid.uuid4().hex[:8]
-    await create_template(database, infra.admin_dsn)
-    s = Stack(
-        database,
-        infra.topic_prefix,
-        tmp_path_factory.mktemp("fault-stack"),
-        quadcode_key,
-        admin_dsn=infra.admin_dsn,
-        kafka=infra.bootstrap,
-    )
+    s = await infra.stack(tmp_path_factory.mktemp("fault-stack"), quadcode_key)
     try:
         await s.start()
         await start_operator_api(s, swapgate, tmp_path_factory.mktemp("fault-operator-api"))

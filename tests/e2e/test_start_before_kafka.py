@@ -7,7 +7,6 @@ the projection and the edge, and only then Kafka.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -16,7 +15,7 @@ import pytest
 from private_infra import PrivateInfra
 from wallet_clients import Operator, Wallet
 from wallet_platform.command_bus import open_command_bus
-from wallet_stack import QuadcodeKey, Stack, create_template, wait_ready
+from wallet_stack import QuadcodeKey, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -34,16 +33,7 @@ async def infra() -> AsyncIterator[PrivateInfra]:
 async def test_services_started_before_kafka_wait_for_it(
     infra: PrivateInfra, quadcode_key: QuadcodeKey, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    database = "early_" + uuid.uuid4().hex[:8]
-    await create_template(database, infra.admin_dsn)
-    stack = Stack(
-        database,
-        infra.topic_prefix,
-        tmp_path_factory.mktemp("early-stack"),
-        quadcode_key,
-        admin_dsn=infra.admin_dsn,
-        kafka=infra.bootstrap,
-    )
+    stack = await infra.stack(tmp_path_factory.mktemp("early-stack"), quadcode_key)
     try:
         services = stack.launch()
         await asyncio.sleep(5)  # long enough for a service that can not reach Kafka to give up
