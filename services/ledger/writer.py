@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -530,13 +530,13 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                 return found[1]
         return owned.outcomes.get(key)
 
-    def _fail_outside_batch(self, exc: BaseException, partitions: object) -> None:
+    def _fail_outside_batch(self, exc: BaseException, partitions: Iterable[int]) -> None:
         """A database call other than the batch write failed (a lookup, a republish)."""
         fault = store.classify(exc)
         BATCH_FAILURES.labels(fault.value).inc()
         log.error("database_call_failed", fault=fault.value, error=repr(exc))
         if fault is Fault.CONNECTION:
-            self.reload.update(p for p in partitions if p in self.owned)  # type: ignore[attr-defined]
+            self.reload.update(p for p in partitions if p in self.owned)
         self._back_off()
 
     @staticmethod
