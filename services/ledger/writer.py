@@ -114,6 +114,8 @@ PARKED_MEMORY = 10_000
 # After the database refused a command: batches of at most this many, for CAUTIOUS_SECONDS.
 CAUTIOUS_BATCH = 64
 CAUTIOUS_SECONDS = 10.0
+# How often the loop looks again while the producer is being replaced.
+RENEWAL_WAIT_SECONDS = 0.05
 
 
 @dataclass(slots=True)
@@ -344,6 +346,13 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                     await self._drain()
                     await self._recover()
                     continue
+            if self.producer.renewing:
+                # Nothing could be published or answered until the producer's successor runs;
+                # its renewal is a task of its own, which this loop must leave the event loop to.
+                async with self._lock:
+                    await self._drain()
+                await asyncio.sleep(RENEWAL_WAIT_SECONDS)
+                continue
             ready = self._ready_count()
             if ready < self._batch_cap():
                 # With a write in flight or records ready, only take what is already fetched (and
@@ -369,6 +378,10 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                         break  # no new batch on top of a failed one: recovered next turn
                 if not self.in_flight:
                     await self._after_writes()
+            if not started:
+                # Nothing was written this turn, and getmany(timeout_ms=0) may return without
+                # ever suspending: let the event loop run the other tasks before the next turn.
+                await asyncio.sleep(0)
 
     def _buffer(self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         """Keep fetched records until their batch commits: a batch Postgres did not take is
