@@ -35,14 +35,14 @@ async def serving(app: web.Application, **settings: object) -> AsyncIterator[Por
     )
     try:
         for port in (ports.operations, ports.public):
-            await _until_listening(port, task)
+            await until_listening(port, task)
         yield ports
     finally:
         stop.set()
         await task
 
 
-async def _until_listening(port: int, task: asyncio.Task[None]) -> None:
+async def until_listening(port: int, task: asyncio.Task[None]) -> None:
     for _ in range(200):
         if task.done():
             task.result()  # raises what stopped it

@@ -393,6 +393,11 @@ async def serve_until_signalled(
     """
     log = structlog.get_logger()
     limits = HttpLimits.of(settings)
+    public_listening = False
+
+    async def public_port_check() -> dict[str, bool]:
+        return {"listening": public_listening}
+
     listeners: list[tuple[str, web.Application, str, int, bool]] = [
         ("public", app, settings.host, port, reuse_port)
     ]
@@ -402,6 +407,9 @@ async def serve_until_signalled(
         # First, so /health answers (and /ready says "not ready") while the app's resources open.
         ops_host = settings.ops_host or settings.host
         listeners.insert(0, ("operations", app[OPERATIONS], ops_host, ops_port, False))
+        # The operational port opens first, so /ready must also say whether the public port is
+        # open yet: ready with every check passing, but not yet listening, is not ready.
+        app[READINESS].insert(0, public_port_check)
     _check_open_file_limit(limits, len(listeners))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -419,6 +427,7 @@ async def serve_until_signalled(
             listener = _Listener(runner.server, limits, name, loop)
             await _LimitedSite(runner, host, at_port, listener, reuse_port=reuse).start()
             log.info("listening", host=host, port=at_port, listener=name)
+        public_listening = True
         await stop.wait()
         log.info("stopping")
         if on_stop is not None:

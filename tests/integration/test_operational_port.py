@@ -15,9 +15,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from http_serving import Ports, serving
+from http_serving import Ports, free_port, serving, until_listening
+from wallet_platform.config import CommonSettings
 from wallet_platform.http import json_errors_middleware
-from wallet_platform.service import READINESS, add_operational_app
+from wallet_platform.service import READINESS, add_operational_app, serve_until_signalled
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,10 @@ async def test_the_operational_port_answers_health_ready_and_metrics(
         assert (health.status, await health.json()) == (200, {"status": "ok"})
     async with http.get(base + "/ready") as ready:
         assert ready.status == 200
-        assert await ready.json() == {"status": "ready", "checks": {"kafka": True}}
+        assert await ready.json() == {
+            "status": "ready",
+            "checks": {"listening": True, "kafka": True},
+        }
     async with http.get(base + "/metrics") as metrics:
         assert metrics.status == 200
         assert "http_open_connections" in await metrics.text()
@@ -118,3 +122,37 @@ async def test_stopping_closes_both_ports(check: CountingCheck) -> None:
     for port in (ports.public, ports.operations):
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_ready_says_not_ready_until_the_public_port_listens(
+    http: aiohttp.ClientSession,
+) -> None:
+    """The operational port opens first; a /ready that passed every check while the public
+    port was still opening sent a caller to a port that refused it."""
+    opened = asyncio.Event()
+    app = web.Application(middlewares=[json_errors_middleware])
+    add_operational_app(app)
+
+    async def slow_resources(app: web.Application) -> AsyncIterator[None]:
+        app[READINESS].append(CountingCheck())  # passes
+        await opened.wait()
+        yield
+
+    app.cleanup_ctx.append(slow_resources)
+    ports = Ports(free_port(), free_port())
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        serve_until_signalled(
+            app, CommonSettings(), ports.public, ops_port=ports.operations, stop=stop
+        )
+    )
+    try:
+        await until_listening(ports.operations, task)
+        async with http.get(f"http://127.0.0.1:{ports.operations}/ready") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["checks"]["listening"] is False
+    finally:
+        opened.set()
+        await until_listening(ports.public, task)
+        stop.set()
+        await task
