@@ -439,7 +439,10 @@ async def test_other_methods_are_405_json(
 async def test_operational_routes_need_no_secret(api: Service, http: aiohttp.ClientSession) -> None:
     async with http.get(f"{api.ops_url}/ready") as ready:
         assert ready.status == 200
-        assert orjson.loads(await ready.read())["checks"] == {"listening": True, "quadcode_signer": True}
+        assert orjson.loads(await ready.read())["checks"] == {
+            "listening": True,
+            "quadcode_signer": True,
+        }
     async with http.get(f"{api.ops_url}/metrics") as metrics:
         assert "operator_api_trading_room_total" in await metrics.text()
 
