@@ -1,7 +1,8 @@
 # The wallet's two commands: `make run` (everything, with a demo) and `make test` (the suite).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help install infra migrate keys run stop status test test-unit lint bench clean reset
+.PHONY: help install infra migrate keys run stop status test test-unit lint bench bench-compare \
+	clean reset
 
 export WALLET_HOME ?= $(CURDIR)/.run
 VENV := $(CURDIR)/.venv
@@ -18,6 +19,8 @@ help:
 	@echo "make test    the whole suite against real Postgres and Kafka (started if needed)"
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   the callback benchmark (see README)"
+	@echo "make bench-compare  the product and the naive wallet of ../shared side by side, in one"
+	@echo "             sitting; options in BENCH_COMPARE_ARGS (see README)"
 	@echo "make reset   stop everything and wipe local data"
 
 # The virtualenv, reinstalled when the dependencies or the set of packages change.
@@ -124,6 +127,11 @@ lint: install
 
 bench: migrate keys
 	@$(PY) -m bench $(BENCH_ARGS)
+
+# A developer tool, not part of make test or CI: it needs ../shared/bench/naive (and root, for
+# run.sh's own Postgres). Its product stack migrates a database of its own.
+bench-compare: infra
+	@$(PY) -m bench.compare $(BENCH_COMPARE_ARGS)
 
 reset:
 	@bash deploy/local/services.sh stop || true

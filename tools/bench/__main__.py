@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,17 @@ def make_key(workdir: Path) -> tuple[Path, Path]:
     return private, public
 
 
-async def fund(stack: BenchStack, n: int, currency: str) -> float:
-    """Create n customers with one funded balance each, through ledger.commands."""
+async def fund(
+    stack: BenchStack,
+    n: int,
+    currency: str,
+    names: Callable[[int], tuple[str, str]] | None = None,
+) -> float:
+    """Create n customers with one funded balance each, through ledger.commands.
+
+    ``names(i)`` is the i-th (customer id, balance id); by default ``bc-<i>`` and
+    ``bc-<i>_<currency>``.
+    """
     limiter = asyncio.Semaphore(1000)
     async with open_command_bus(
         stack.kafka, "bench-setup", topic_prefix=stack.prefix, reply_partition=7
@@ -132,25 +142,23 @@ async def fund(stack: BenchStack, n: int, currency: str) -> float:
                 if status >= 300:
                     raise RuntimeError(f"setup command failed: {status} {body!r}")
 
-        ids = [f"bc-{i}" for i in range(n)]
-        await asyncio.gather(*(send(CreateCustomer(c, "setup")) for c in ids))
-        await asyncio.gather(
-            *(send(OpenBalance(c, f"{c}_{currency}", currency, "setup")) for c in ids)
-        )
+        accounts = [names(i) if names else (f"bc-{i}", f"bc-{i}_{currency}") for i in range(n)]
+        await asyncio.gather(*(send(CreateCustomer(c, "setup")) for c, _ in accounts))
+        await asyncio.gather(*(send(OpenBalance(c, b, currency, "setup")) for c, b in accounts))
         await asyncio.gather(
             *(
                 send(
                     MoneyCommand(
                         "deposit",
                         c,
-                        f"{c}_{currency}",
+                        b,
                         "setup",
                         "1000000.00",
                         currency,
                         "bench funding",
                     )
                 )
-                for c in ids
+                for c, b in accounts
             )
         )
         return time.perf_counter() - started
