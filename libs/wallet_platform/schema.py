@@ -38,10 +38,25 @@ class SchemaError(RuntimeError):
     """The database schema does not match what this build expects."""
 
 
-def available() -> list[Migration]:
+@dataclass(frozen=True, slots=True)
+class MigrationSet:
+    """A set of migration files (a package of ``NNNN_name.sql``) and the table that records
+    which of them a database has applied. The wallet's is :data:`WALLET`; a service that keeps
+    its own tables in a schema of its own (the accounting consumer) passes its own."""
+
+    package: str = "wallet_platform.migrations"
+    table: str = "schema_migrations"
+    lock_id: int = _LOCK_ID
+    schema: str | None = None  # created, if missing, before the record table (which it holds)
+
+
+WALLET = MigrationSet()
+
+
+def available(migrations: MigrationSet = WALLET) -> list[Migration]:
     """All migration files shipped with this build, in version order."""
     found = []
-    for item in resources.files("wallet_platform.migrations").iterdir():
+    for item in resources.files(migrations.package).iterdir():
         match = _FILE.fullmatch(item.name)
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), item.read_text()))
@@ -52,13 +67,15 @@ def available() -> list[Migration]:
     return found
 
 
-def latest_version() -> int:
-    return available()[-1].version
+def latest_version(migrations: MigrationSet = WALLET) -> int:
+    return available(migrations)[-1].version
 
 
-async def _ensure_table(conn: asyncpg.Connection) -> None:
+async def _ensure_table(conn: asyncpg.Connection, migrations: MigrationSet) -> None:
+    if migrations.schema is not None:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {migrations.schema}")
     await conn.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
+        f"""CREATE TABLE IF NOT EXISTS {migrations.table} (
                version    int PRIMARY KEY,
                name       text NOT NULL,
                checksum   text NOT NULL,
@@ -66,23 +83,23 @@ async def _ensure_table(conn: asyncpg.Connection) -> None:
     )
 
 
-async def applied(conn: asyncpg.Connection) -> dict[int, str]:
+async def applied(conn: asyncpg.Connection, migrations: MigrationSet = WALLET) -> dict[int, str]:
     """Applied versions and their checksums (empty if the table does not exist yet)."""
-    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", migrations.table)
     if not exists:
         return {}
-    rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+    rows = await conn.fetch(f"SELECT version, checksum FROM {migrations.table}")
     return {r["version"]: r["checksum"] for r in rows}
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
+async def migrate(conn: asyncpg.Connection, migrations: MigrationSet = WALLET) -> list[int]:
     """Apply pending migrations, each in its own transaction; returns the versions applied."""
     done: list[int] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+    await conn.execute("SELECT pg_advisory_lock($1)", migrations.lock_id)
     try:
-        await _ensure_table(conn)
-        have = await applied(conn)
-        for m in available():
+        await _ensure_table(conn, migrations)
+        have = await applied(conn, migrations)
+        for m in available(migrations):
             if m.version in have:
                 if have[m.version] != m.checksum:
                     raise SchemaError(
@@ -92,22 +109,22 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
             async with conn.transaction():
                 await conn.execute(m.sql)
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    f"INSERT INTO {migrations.table} (version, name, checksum) VALUES ($1, $2, $3)",
                     m.version,
                     m.name,
                     m.checksum,
                 )
             done.append(m.version)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+        await conn.execute("SELECT pg_advisory_unlock($1)", migrations.lock_id)
     return done
 
 
-async def check_schema(conn: asyncpg.Connection) -> None:
+async def check_schema(conn: asyncpg.Connection, migrations: MigrationSet = WALLET) -> None:
     """Raise :class:`SchemaError` unless the database is exactly at this build's version."""
-    have = await applied(conn)
+    have = await applied(conn, migrations)
     current = max(have, default=0)
-    wanted = latest_version()
+    wanted = latest_version(migrations)
     if current < wanted:
         raise SchemaError(
             f"database schema is at version {current}, this build needs {wanted}: "

@@ -1,0 +1,1 @@
+"""Migrations of the accounting consumer's own schema, ``accounting`` (see accounting.store)."""
