@@ -178,7 +178,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         self,
         conns: list[asyncpg.Connection],
         consumer: AIOKafkaConsumer,
-        producer: RenewingProducer,
+        producer: RenewingProducer | None,
         topics: Topics,
         *,
         max_batch: int,
@@ -212,7 +212,9 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         self.backoff = Backoff(first=0.05, cap=MAX_BACKOFF_SECONDS)
         self.resume_at = 0.0
         self.consumer = consumer
-        # One producer for replies and facts; it replaces itself when it breaks.
+        # One producer for replies and facts; it replaces itself when it breaks. None for a
+        # replay into another database (ledger.replay): nothing is published, answered or
+        # dead-lettered there, since the live writer did all of that already.
         self.producer = producer
         self.topics = topics
         self.max_batch = max_batch
@@ -232,7 +234,11 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
     @property
     def ready(self) -> bool:
         """False while the writer recovers from a fault (its partitions are not moving)."""
-        return not self.reload and not self.backoff.engaged and not self.producer.renewing
+        return not self.reload and not self.backoff.engaged and not self._renewing
+
+    @property
+    def _renewing(self) -> bool:
+        return self.producer is not None and self.producer.renewing
 
     # -- partition ownership ---------------------------------------------------------------------
 
@@ -292,6 +298,8 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _republish(self, owned: Owned) -> None:
         """Publish facts that were committed but not acknowledged by Kafka (after a crash)."""
+        if self.producer is None:
+            return  # a replay publishes nothing
         cursor = owned.cursor
         rows = await store.unpublished_facts(self.conns[0], cursor.partition, cursor.published_seq)
         if not rows:
@@ -346,7 +354,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                     await self._drain()
                     await self._recover()
                     continue
-            if self.producer.renewing:
+            if self._renewing:
                 # Nothing could be published or answered until the producer's successor runs;
                 # its renewal is a task of its own, which this loop must leave the event loop to.
                 async with self._lock:
@@ -462,7 +470,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _start_batch(self) -> bool:
         """Decide a batch against memory and send its write; it completes in order, later.
         False if there was nothing to write."""
-        if self.failed or self.reload or self.producer.renewing:
+        if self.failed or self.reload or self._renewing:
             # Memory holds a failed batch's changes until it is recovered; or nothing could be
             # answered or published until the producer is replaced.
             return False
@@ -590,8 +598,9 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             buffer = self.fetched.get(partition)
             while buffer and buffer[0].offset < end:
                 buffer.popleft()
-        self._publish(batch.facts)
-        self._answer_when_published(batch)
+        if self.producer is not None:
+            self._publish(batch.facts)
+            self._answer_when_published(batch)
         BATCH_SIZE.observe(batch.commands)
         BATCH_CYCLE_SECONDS.observe(time.perf_counter() - batch.started)
         self.batches += 1
@@ -884,6 +893,8 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _answer(self, replies: list[tuple[Envelope, Decision]]) -> None:
         """Tell the waiting processes, one message per reply partition; a lost reply only costs
         the caller a retry (503), never a second posting."""
+        if self.producer is None:
+            return
         by_partition: dict[int, list[Reply]] = {}
         for envelope, decision in replies:
             if envelope.reply_to >= 0:
@@ -906,6 +917,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
     ) -> bool:
         """Send one batch's facts; advance ``published_seq`` once they and all earlier ones are
         acknowledged. Returns False if anything in the chain failed (the loop republishes)."""
+        assert self.producer is not None  # only a publishing writer delivers
         try:
             futures = [
                 await self.producer.send(self.topics.events, payload, key=key.encode())
@@ -929,6 +941,8 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         copy is logged). A command is copied once per writer (a batch decided again does not copy
         it again)."""
         futures: list[asyncio.Future[Any]] = []
+        if self.producer is None:
+            return futures  # a replay: the live writer copied them already
         for msg, reason, detail in dead:
             position = (msg.partition, msg.offset)
             if position in self.parked:
