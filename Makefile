@@ -1,7 +1,7 @@
 # The wallet's two commands: `make run` (everything, with a demo) and `make test` (the suite).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help install infra migrate keys run stop status test test-unit lint bench bench-compare \
+.PHONY: help install infra migrate keys operator-admin-key run stop status test test-unit lint bench bench-compare \
 	clean reset
 
 export WALLET_HOME ?= $(CURDIR)/.run
@@ -57,10 +57,12 @@ $(KEYS)/%-private.pem:
 $(KEYS)/%-public.pem: $(KEYS)/%-private.pem
 	@openssl ec -in $< -pubout -out $@ 2>/dev/null
 
-# The operator API's shared secret (temporary, until HMAC-signed operator API keys exist).
-$(KEYS)/operator-api-token:
+# The master key that encrypts operator API key secrets at rest (Fernet; see README: Operator API
+# keys). Rotation: put a new key on the first line, `python -m operator_api master rotate`, then
+# remove the old line.
+$(KEYS)/operator-master-keys: $(VENV)/.installed
 	@mkdir -p $(@D)
-	@(umask 077 && openssl rand -hex 32 > $@)
+	@test -s $@ || (umask 077 && $(PY) -m operator_api master new > $@)
 
 # Our Swapgate API key pair, in the formats of Swapgate's generate-api-key (public: base64 of 32
 # bytes, secret: hex of 32 bytes). Locally the Swapgate simulator is started knowing this pair
@@ -76,7 +78,7 @@ $(KEYS)/swapgate-api-secret-key:
 # Rewritten when a key is new or this Makefile changed; keys and secrets are never replaced.
 # (services.sh restarts a running service when this file is newer than its start.)
 $(WALLET_HOME)/wallet.env: Makefile $(KEYS)/quadcode-private.pem $(KEYS)/quadcode-public.pem \
-		$(KEYS)/client-private.pem $(KEYS)/client-public.pem $(KEYS)/operator-api-token \
+		$(KEYS)/client-private.pem $(KEYS)/client-public.pem $(KEYS)/operator-master-keys \
 		$(KEYS)/swapgate-api-public-key $(KEYS)/swapgate-api-secret-key
 	@printf '%s\n' \
 	  "# Local settings for make run (see README: Configuration, Quadcode integration)." \
@@ -87,7 +89,7 @@ $(WALLET_HOME)/wallet.env: Makefile $(KEYS)/quadcode-private.pem $(KEYS)/quadcod
 	  "WALLET_QUADCODE_ISSUER=local-b2b-client" \
 	  "WALLET_QUADCODE_ENVIRONMENT=sandbox" \
 	  "WALLET_QUADCODE_PRIVATE_KEY_PATH=$(KEYS)/client-private.pem" \
-	  "WALLET_OPERATOR_API_TOKEN_FILE=$(KEYS)/operator-api-token" \
+	  "WALLET_OPERATOR_MASTER_KEYS_FILE=$(KEYS)/operator-master-keys" \
 	  "# Exchanges through Swapgate (see README: Exchange); locally the Swapgate simulator." \
 	  "WALLET_SWAPGATE_BASE_URL=$(SWAPGATE_SIM_URL)" \
 	  "WALLET_SWAPGATE_PUBLIC_KEY=$$(cat $(KEYS)/swapgate-api-public-key)" \
@@ -98,7 +100,20 @@ $(WALLET_HOME)/wallet.env: Makefile $(KEYS)/quadcode-private.pem $(KEYS)/quadcod
 
 keys: $(WALLET_HOME)/wallet.env
 
-run: migrate keys
+# The first operator API key (admin), made with the bootstrap CLI straight in the database; its
+# credentials {baseUrl, apiId, publicKey, secretKey} go to $(KEYS)/operator-admin.json (mode 0600).
+# Reused while the database holds it active with that secret; made anew otherwise (make reset).
+OPERATOR_ADMIN := $(KEYS)/operator-admin.json
+operator-admin-key: migrate keys
+	@export WALLET_ENV_FILE=$(WALLET_HOME)/wallet.env; \
+	if ! $(PY) -m operator_api keys check $(OPERATOR_ADMIN) >/dev/null 2>&1; then \
+	  $(PY) -m operator_api keys create --name operator-admin --role admin \
+	    --whitelist 127.0.0.1/32,::1/128 --credentials $(OPERATOR_ADMIN) \
+	    --base-url http://127.0.0.1:$${WALLET_OPERATOR_API_PORT:-18083} --json >/dev/null && \
+	  echo "operator API admin key made: $(OPERATOR_ADMIN)"; \
+	fi
+
+run: migrate keys operator-admin-key
 	@bash deploy/local/services.sh start
 	@bash deploy/local/demo.sh
 

@@ -19,11 +19,13 @@ import aiohttp
 import orjson
 
 from ledger_core.commands import OpenBalance
+from operator_client import load_credentials
+from operator_keys_stack import create_key, write_master_keys
 from quadcode_gateway import generate_keypair
+from swapgate.signing import signed_headers
 from wallet_clients import Answer, Operator
 from wallet_stack import Service, Stack, wait_ready
 
-OPERATOR_SECRET = "operator-secret-" + "e" * 32
 SWAPGATE_PUBLIC, SWAPGATE_SECRET = "exchange-test-public-key", "exchange-test-secret-key"
 MARKUP = "0.3"
 PAYOUT = "BTC:bc1q-treasury,USDT:T-treasury,ETH:0xtreasury"
@@ -85,18 +87,22 @@ def exchange_env(stack: Stack, swapgate: str) -> dict[str, str]:
 
 async def start_operator_api(stack: Stack, swapgate: str, directory: Path) -> Service:
     """The operator API with exchanges on, added to ``stack`` as ``operator_api``, started and
-    ready. Its Quadcode gateway settings are required but unused here."""
+    ready. Its Quadcode gateway settings are required but unused here. The website's key (an
+    admin key made with the bootstrap CLI) is in the credentials file named by the service's
+    ``WALLET_OPERATOR_CREDENTIALS`` (a setting the service itself ignores)."""
     generate_keypair(directory / "ours-private.pem", directory / "ours-public.pem")
-    token = directory / "operator-token"
-    token.write_text(OPERATOR_SECRET)
     env = exchange_env(stack, swapgate) | {
-        "WALLET_OPERATOR_API_TOKEN_FILE": str(token),
+        "WALLET_OPERATOR_MASTER_KEYS_FILE": str(write_master_keys(directory)),
+        "WALLET_OPERATOR_CREDENTIALS": str(directory / "operator-credentials.json"),
         "WALLET_QUADCODE_BASE_URL": "http://127.0.0.1:9",
         "WALLET_QUADCODE_ISSUER": "test",
         "WALLET_QUADCODE_ENVIRONMENT": "sandbox",
         "WALLET_QUADCODE_PRIVATE_KEY_PATH": str(directory / "ours-private.pem"),
     }
     service = stack.add("operator_api", "WALLET_OPERATOR_API_PORT", **env)
+    create_key(
+        service.env, directory / "operator-credentials.json", base_url=service.url, name="website"
+    )
     service.start()
     await wait_ready(service, timeout=60)
     return service
@@ -130,9 +136,16 @@ class Exchanges:
     def __init__(self, http: aiohttp.ClientSession, api: Service) -> None:
         self.http = http
         self.api = api
+        self.credentials = load_credentials(api.env["WALLET_OPERATOR_CREDENTIALS"])
+        self._last_ms = 0
 
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {OPERATOR_SECRET}"}
+    def headers(self, body: bytes = b"") -> dict[str, str]:
+        """The signed headers of a request with this raw body (a fresh timestamp each time, so
+        a repeated request is not refused as a replay)."""
+        self._last_ms = max(time.time_ns() // 1_000_000, self._last_ms + 1)
+        return signed_headers(
+            self.credentials.secret_key, self.credentials.public_key, self._last_ms, body
+        )
 
     async def start(
         self, customer: str, body: dict[str, Any] | bytes, *, headers: dict[str, str] | None = None
@@ -141,7 +154,7 @@ class Exchanges:
         async with self.http.post(
             f"{self.api.url}/v1/customers/{customer}/exchanges",
             data=data,
-            headers=self.headers() if headers is None else headers,
+            headers=self.headers(data) if headers is None else headers,
         ) as resp:
             return Answer(resp.status, await resp.read())
 

@@ -16,7 +16,8 @@ export WALLET_ENV_FILE=${WALLET_ENV_FILE:-$WALLET_HOME/wallet.env}
 EDGE=http://127.0.0.1:${WALLET_EDGE_PORT:-18080}
 KEY=$WALLET_HOME/keys/quadcode-private.pem
 OPERATOR_API=http://127.0.0.1:${WALLET_OPERATOR_API_PORT:-18083}
-OPERATOR_SECRET=$WALLET_HOME/keys/operator-api-token
+# The first admin key, made by `make run` with the bootstrap CLI (python -m operator_api keys create).
+export WALLET_OPERATOR_CREDENTIALS=$WALLET_HOME/keys/operator-admin.json
 SIMULATOR=http://127.0.0.1:${QUADCODE_SIM_PORT:-18090}
 SWAPGATE=http://127.0.0.1:${SWAPGATE_SIM_PORT:-18091}
 # /health, /ready and /metrics: on operational ports of their own, never on the public ones.
@@ -66,11 +67,12 @@ echo
 echo "== Quadcode: the website opens the trading room for demo-1 through the operator API"
 echo "   (on the first visit Quadcode answers 404 and the customer is registered there first)"
 ROOM_REQUEST='{"balance_id":"demo-1_USD","balance_currency_code":"USD","country_code":"DE","ip":"203.0.113.10","locale":"en_US","site_domain":"trade.example.com","email":"demo-1@example.com","first_name":"Demo"}'
-echo "curl -s -X POST $OPERATOR_API/v1/customers/demo-1/trading-room -H \"Authorization: Bearer \$(cat $OPERATOR_SECRET)\" -d '$ROOM_REQUEST'"
-# The secret goes to curl in a header file on stdin, not on its command line (visible in ps).
-ROOM=$(printf 'Authorization: Bearer %s\n' "$(cat "$OPERATOR_SECRET")" |
-    curl -sS -X POST "$OPERATOR_API/v1/customers/demo-1/trading-room" -H @- \
-        -H 'Content-Type: application/json' -d "$ROOM_REQUEST")
+# Every operator API request is signed with an operator API key (x-api-public-key,
+# x-api-timestamp, x-api-signature), here by the Python client's one-request command.
+operator_api() { (cd "$REPO" && "$PYTHON" -m operator_client request --status "$@"); }
+echo "python -m operator_client request POST /v1/customers/demo-1/trading-room '$ROOM_REQUEST'"
+ROOM=$(operator_api POST /v1/customers/demo-1/trading-room "$ROOM_REQUEST")
+ROOM=${ROOM%$'\n'*}
 echo "$ROOM"
 URL=$(printf '%s' "$ROOM" | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin).get("url", ""))')
 if [[ -z $URL ]]; then
@@ -107,15 +109,10 @@ cli statement demo-1 demo-1_BTC --limit 3
 EXCHANGE_ID=demo-ex-$(date +%Y%m%d-%H%M%S)
 EXCHANGE_REQUEST="{\"exchange_id\":\"$EXCHANGE_ID\",\"source_balance_id\":\"demo-1_USDT\",\"target_balance_id\":\"demo-1_BTC\",\"amount\":\"20.00\",\"currency_code\":\"USDT\",\"target_currency_code\":\"BTC\"}"
 echo
-echo "curl -s -X POST $OPERATOR_API/v1/customers/demo-1/exchanges -H \"Authorization: Bearer \$(cat $OPERATOR_SECRET)\" -d '$EXCHANGE_REQUEST'"
-# As above, the secret goes to curl in a header on stdin. Prints the body, then the HTTP status.
-operator_api() {
-    printf 'Authorization: Bearer %s\n' "$(cat "$OPERATOR_SECRET")" |
-        curl -sS -H @- -H 'Content-Type: application/json' -w '\n%{http_code}' "$@"
-}
+echo "python -m operator_client request POST /v1/customers/demo-1/exchanges '$EXCHANGE_REQUEST'"
 # One field of an exchange (JSON on stdin).
 field() { "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1]) or "")' "$1"; }
-ANSWER=$(operator_api -X POST "$OPERATOR_API/v1/customers/demo-1/exchanges" -d "$EXCHANGE_REQUEST")
+ANSWER=$(operator_api POST /v1/customers/demo-1/exchanges "$EXCHANGE_REQUEST")
 STATUS=${ANSWER##*$'\n'}
 BODY=${ANSWER%$'\n'*}
 if [[ $STATUS != 202 ]]; then
@@ -129,10 +126,10 @@ echo "quote: $(printf '%s' "$BODY" | "$PYTHON" -c 'import json, sys; print(json.
 
 echo
 echo "== the exchange's state, as the operator API reports it while the order runs:"
-echo "curl -s $OPERATOR_API/v1/customers/demo-1/exchanges/$EXCHANGE_ID -H \"Authorization: Bearer \$(cat $OPERATOR_SECRET)\""
+echo "python -m operator_client request GET /v1/customers/demo-1/exchanges/$EXCHANGE_ID"
 LAST=""
 for _ in $(seq 1 120); do
-    ANSWER=$(operator_api "$OPERATOR_API/v1/customers/demo-1/exchanges/$EXCHANGE_ID")
+    ANSWER=$(operator_api GET "/v1/customers/demo-1/exchanges/$EXCHANGE_ID")
     BODY=${ANSWER%$'\n'*}
     STATE=$(printf '%s' "$BODY" | field state)
     if [[ $STATE != "$LAST" ]]; then

@@ -89,6 +89,27 @@ _TABLE = (
         400,
         "The ledger can not store this request; retrying it gives the same answer.",
     ),
+    # The operator API's ledger reads.
+    ErrorCode("entry_not_found", 404, "No such journal entry."),
+    # Operator API keys (Swapgate API v2's signed requests): each refusal its own 403.
+    ErrorCode(
+        "malformed_signature_headers",
+        403,
+        "x-api-public-key, x-api-timestamp or x-api-signature is missing, repeated or malformed.",
+    ),
+    ErrorCode("unknown_api_key", 403, "No API key has this public key."),
+    ErrorCode("api_key_inactive", 403, "The API key is deactivated."),
+    ErrorCode("ip_not_whitelisted", 403, "The caller's IP address is not in the key's whitelist."),
+    ErrorCode(
+        "timestamp_out_of_window", 403, "x-api-timestamp is too far from the server's clock."
+    ),
+    ErrorCode("signature_mismatch", 403, "The signature does not match the request's raw body."),
+    ErrorCode("signature_replayed", 403, "This signature was used before within the window."),
+    ErrorCode("role_forbidden", 403, "The API key's role does not allow this request."),
+    ErrorCode(
+        "markup_not_allowed", 403, "The exchange markup is outside the key's minMarkup..maxMarkup."
+    ),
+    ErrorCode("api_key_not_found", 404, "No such API key."),
 )
 
 ERRORS: dict[str, ErrorCode] = {e.code: e for e in _TABLE}

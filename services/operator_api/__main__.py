@@ -1,10 +1,13 @@
-"""Run the operator API: ``python -m operator_api``."""
+"""Run the operator API: ``python -m operator_api``; with a command (``keys``, ``master``,
+``audit``, ``--help``), run that instead (see :mod:`operator_api.cli`)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from operator_api.app import build_app
+from operator_api.cli import run as run_command
 from operator_api.settings import OperatorApiSettings
 from wallet_platform.config import load_settings
 from wallet_platform.logging import setup_logging
@@ -21,7 +24,9 @@ async def run(settings: OperatorApiSettings) -> None:
 
 
 def main() -> None:
-    """Load and check the settings, then serve."""
+    """Load and check the settings, then serve; or run the command the arguments name."""
+    if sys.argv[1:]:
+        raise SystemExit(run_command(sys.argv[1:]))
     settings = load_settings(OperatorApiSettings)
     install_uvloop()
     asyncio.run(run(settings))

@@ -1,23 +1,21 @@
 """The operator API's HTTP application: authentication, routes and the Quadcode client.
 
-Authentication is, for now, one static shared secret sent as ``Authorization: Bearer <secret>``
-and compared in constant time. It is temporary: HMAC-signed operator API keys (per caller,
-rotatable, with a timestamp against replays) replace it before the API grows write operations
-on the ledger.
+Every request under ``/v1/`` is signed with an operator API key, as Swapgate's API v2 requests
+are, checked against the key's role, and audited: see :mod:`operator_api.auth`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
+from operator_api.auth import operator_auth_middleware, operator_keys_context
 from operator_api.exchanges import add_exchange_routes
+from operator_api.key_routes import add_key_routes
+from operator_api.ledger_routes import add_ledger_routes
 from operator_api.settings import OperatorApiSettings
 from operator_api.trading_room import (
     OUTCOMES,
@@ -35,7 +33,6 @@ from quadcode_gateway import (
     TradingRoomOutcome,
     TradingRoomStatus,
 )
-from wallet_platform.callback_auth import AuthError, bearer_token
 from wallet_platform.http import json_error, json_errors_middleware
 from wallet_platform.service import READINESS, add_operational_app
 
@@ -44,28 +41,6 @@ SIGNER = web.AppKey("signer", TokenSigner)
 GATEWAY = web.AppKey("gateway", QuadcodeGatewayClient)
 
 log = structlog.get_logger(__name__)
-
-
-def operator_auth_middleware(token_digest: bytes, prefix: str = "/v1/") -> Middleware:
-    """403 (JSON) for a request under ``prefix`` without the shared secret (the operational
-    routes are on a port of their own). Runs before routing errors, so an unauthenticated
-    caller learns nothing about which routes exist."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(prefix):
-            return await handler(request)
-        try:
-            secret = bearer_token(request.headers.get("Authorization"))
-        except AuthError as exc:
-            return json_error(exc.code, exc.message)
-        # Digest against digest: constant time, and the secret's length does not leak.
-        given = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
-        if not hmac.compare_digest(given, token_digest):
-            return json_error("invalid_credentials")
-        return await handler(request)
-
-    return middleware
 
 
 async def trading_room(request: web.Request) -> web.Response:
@@ -94,19 +69,32 @@ async def _signer_ready() -> dict[str, bool]:
 
 
 def build_app(settings: OperatorApiSettings) -> web.Application:
-    """The application; reads the secret and our Quadcode key now, so bad ones stop start-up."""
+    """The application; reads the master keys and our Quadcode key now, so bad ones stop
+    start-up."""
+    master = settings.master_keys()
     app = web.Application(
         client_max_size=settings.operator_api_max_body_bytes,
-        middlewares=[json_errors_middleware, operator_auth_middleware(settings.token_digest())],
+        middlewares=[json_errors_middleware, operator_auth_middleware()],
+    )
+    app.cleanup_ctx.append(
+        operator_keys_context(
+            master,
+            dsn=settings.pg_dsn,
+            window_ms=settings.operator_signature_window_ms,
+            cache_ttl_ms=settings.operator_key_cache_ttl_ms,
+            trusted_proxies=settings.trusted_proxies(),
+        )
     )
     app[SETTINGS] = settings
     app[SIGNER] = settings.checked_signer()
     settings.check()  # the exchange settings, when exchanges are configured
     add_operational_app(app)  # /health, /ready, /metrics: on their own port
     app[READINESS].append(_signer_ready)
+    add_key_routes(app, master)
     app.router.add_post("/v1/customers/{customer_id}/trading-room", trading_room)
     app.cleanup_ctx.append(_gateway_client)
     add_exchange_routes(app, settings)
+    add_ledger_routes(app, settings)
     return app
 
 

@@ -26,7 +26,9 @@ from exchange.orchestrator import Orchestrator, Refusal
 from exchange.requests import parse_request
 from exchange.runtime import open_runtime
 from ledger_core.requests import RequestError, check_id
+from operator_api.auth import API_KEY
 from operator_api.settings import OperatorApiSettings
+from swapgate import InvalidMarkup
 from wallet_platform.health import command_bus_check, postgres_check, task_check
 from wallet_platform.http import json_error
 from wallet_platform.postgres import UNAVAILABLE as DATABASE_AWAY
@@ -53,7 +55,16 @@ async def start_exchange(request: web.Request) -> web.Response:
         exchange = parse_request(request.match_info["customer_id"], await request.read())
     except RequestError as exc:
         return json_error(exc.code, exc.message)
-    timeout = request.app[EXCHANGE_SETTINGS].operator_api_timeout
+    settings = request.app[EXCHANGE_SETTINGS]
+    key = request.get(API_KEY)
+    if key is not None:
+        # Exchanges run at the configured markup; a key may only start them when that markup
+        # is inside its minMarkup..maxMarkup (Swapgate's per-key bounds).
+        try:
+            key.settings.markup_policy(settings.swapgate_markup)
+        except InvalidMarkup as exc:
+            return json_error("markup_not_allowed", str(exc))
+    timeout = settings.operator_api_timeout
     try:
         async with asyncio.timeout(timeout):
             answer = await orchestrator.start(exchange)

@@ -7,22 +7,20 @@ exchange settings (``WALLET_SWAPGATE_*``, ``WALLET_EXCHANGE_*``) from :class:`Ex
 
 from __future__ import annotations
 
-import hashlib
-from typing import Final
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from exchange.settings import ExchangeSettings
+from operator_api.key_settings import OperatorKeySettings
+from operator_api.ledger_settings import OperatorLedgerSettings
 from quadcode_gateway.settings import QuadcodeGatewaySettings
 from quadcode_gateway.tokens import KeyFileError, TokenSigner
-from wallet_platform.config import ENV_PREFIX, ConfigError, read_secret
-
-MIN_TOKEN_LENGTH: Final = 32
-"""Shortest shared secret accepted: 32 characters (``openssl rand -hex 32`` gives 64)."""
+from wallet_platform.config import ENV_PREFIX, ConfigError
 
 
-class OperatorApiSettings(ExchangeSettings, QuadcodeGatewaySettings):
+class OperatorApiSettings(
+    OperatorKeySettings, OperatorLedgerSettings, ExchangeSettings, QuadcodeGatewaySettings
+):
     """Where the operator API listens, how callers prove who they are, how to reach Quadcode, and
     (when ``WALLET_SWAPGATE_BASE_URL`` is set) how exchanges run: see
     :class:`exchange.settings.ExchangeSettings`."""
@@ -35,15 +33,6 @@ class OperatorApiSettings(ExchangeSettings, QuadcodeGatewaySettings):
     operator_api_ops_port: int = Field(
         default=18086, ge=1, le=65535, description="Port of /health, /ready, /metrics."
     )
-    operator_api_token_file: str = Field(
-        default="",
-        description="File holding the shared bearer secret callers must send (temporary).",
-    )
-    operator_api_token: str = Field(
-        default="",
-        repr=False,
-        description="Alternatively, the shared bearer secret itself (inline).",
-    )
     operator_api_max_body_bytes: int = Field(
         default=8192, ge=1024, le=1_048_576, description="Larger bodies are refused (400)."
     )
@@ -53,24 +42,6 @@ class OperatorApiSettings(ExchangeSettings, QuadcodeGatewaySettings):
         le=120,
         description="Longest a trading-room or exchange request may take, retries included.",
     )
-
-    def token_digest(self) -> bytes:
-        """SHA-256 of the shared secret (surrounding whitespace, e.g. a file's newline, removed).
-
-        Only the digest is kept: requests are compared digest to digest in constant time, which
-        also hides the secret's length.
-        """
-        secret = read_secret(
-            self.operator_api_token_file or None,
-            self.operator_api_token or None,
-            "the operator API secret (WALLET_OPERATOR_API_TOKEN_FILE or WALLET_OPERATOR_API_TOKEN)",
-        ).strip()
-        if len(secret) < MIN_TOKEN_LENGTH:
-            raise ConfigError(
-                "configuration error: the operator API secret must be at least "
-                f"{MIN_TOKEN_LENGTH} characters (try: openssl rand -hex 32)"
-            )
-        return hashlib.sha256(secret).digest()
 
     def checked_signer(self) -> TokenSigner:
         """Our Quadcode signer, with an unreadable key reported as a configuration error."""

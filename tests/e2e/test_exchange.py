@@ -29,6 +29,7 @@ from exchange_stack import (
 )
 from exchange_stack import exchange_request as request
 from ledger_core.money import to_minor
+from operator_client import OperatorClient
 from wallet_clients import Operator, Wallet
 from wallet_stack import Service, Stack, wait_ready
 
@@ -310,7 +311,7 @@ async def test_refusals_by_the_ledger_and_by_the_api(
     missing = await exchanges.get(customer, "no-such-exchange")
     assert (missing.status, missing.json["error"]) == (404, "exchange_not_found")
     no_token = await exchanges.start(customer, body, headers={})
-    assert (no_token.status, no_token.json["error"]) == (403, "missing_token")
+    assert (no_token.status, no_token.json["error"]) == (403, "malformed_signature_headers")
     await exchanges.wait_for(customer, body["exchange_id"], {"settled"})
     await clean_audit(stack)
 
@@ -349,3 +350,36 @@ async def test_an_order_with_no_clear_answer_keeps_the_hold_until_a_person_resol
     released = await wallet.read_eventually(customer, f"{customer}_USDT", "100.000000")
     assert released.json["amount"] == "100.000000"
     await clean_audit(stack)
+
+
+async def test_a_key_whose_markup_bounds_exclude_ours_may_not_start_an_exchange(
+    operator: Operator, exchanges: Exchanges
+) -> None:
+    customer = await funded_customer(operator)
+    credentials = exchanges.credentials
+    async with OperatorClient(
+        credentials.base_url, credentials.public_key, credentials.secret_key
+    ) as admin:
+        made = {}
+        for name, bounds in (("narrow", {"maxMarkup": "0.2"}), ("wide", {"maxMarkup": "0.5"})):
+            status, made[name] = await admin.post(
+                "/v1/api-keys",
+                {
+                    "name": name,
+                    "whiteListIp": ["127.0.0.1"],
+                    "settings": {"role": "operator", **bounds},
+                },
+            )
+            assert status == 201
+        path = f"/v1/customers/{customer}/exchanges"
+        async with OperatorClient(
+            credentials.base_url, made["narrow"]["publicKey"], made["narrow"]["secretKey"]
+        ) as narrow:
+            status, answer = await narrow.post(path, request(customer, "10"))
+        assert (status, answer["error"]) == (403, "markup_not_allowed")  # ours is 0.3
+        async with OperatorClient(
+            credentials.base_url, made["wide"]["publicKey"], made["wide"]["secretKey"]
+        ) as wide:
+            status, answer = await wide.post(path, request(customer, "10"))
+        assert status == 202, answer
+        await exchanges.wait_for(customer, answer["exchange_id"], {"settled"})

@@ -1,6 +1,6 @@
 """The operator API as a process, against the Quadcode simulator as a process: the website's
 trading-room requests for every use case, bad input that must never reach Quadcode, and the
-shared secret."""
+signed operator API keys in front of it (its key store on a database of its own)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import aiohttp
 import orjson
 import pytest
 
+from operator_client import load_credentials
+from operator_keys_stack import create_key, write_master_keys
 from quadcode_gateway import QuadcodeGatewayClient, TokenSigner, generate_keypair
 from quadcode_harness import (
     AUDIENCE,
@@ -29,11 +31,21 @@ from quadcode_harness import (
     launch_simulator,
     stop_simulator,
 )
-from wallet_stack import Service, free_port, wait_ready
+from swapgate.signing import signed_headers
+from wallet_stack import (
+    KAFKA,
+    Service,
+    create_database,
+    create_topics,
+    delete_topics,
+    drop_database,
+    dsn_for,
+    free_port,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "operator-secret-" + "x" * 32
 ROOM_TIMEOUT = 3.0  # WALLET_OPERATOR_API_TIMEOUT of the process under test
 ATTEMPT_TIMEOUT = 4.0  # WALLET_QUADCODE_REQUEST_TIMEOUT, with WALLET_QUADCODE_MAX_ATTEMPTS=2
 
@@ -47,8 +59,12 @@ class Keys:
         return self.directory / "ours-private.pem"
 
     @property
-    def token_file(self) -> Path:
-        return self.directory / "operator-token"
+    def master_keys(self) -> Path:
+        return self.directory / "operator-master-keys"
+
+    @property
+    def credentials(self) -> Path:
+        return self.directory / "operator-credentials.json"
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +73,25 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     for name in ("ours", "qc"):
         generate_keypair(directory / f"{name}-private.pem", directory / f"{name}-public.pem")
     keys = Keys(directory)
-    keys.token_file.write_text(SECRET + "\n")  # a file's trailing newline is not part of it
-    keys.token_file.chmod(0o600)
+    write_master_keys(directory)
     return keys
+
+
+@pytest.fixture(scope="module")
+async def key_store(pg_template: str) -> AsyncIterator[dict[str, str]]:
+    """A database for the operator API's keys and audit, and topics for its ledger routes."""
+    database = await create_database(pg_template)
+    prefix = f"o{uuid.uuid4().hex[:10]}."
+    await create_topics(prefix)
+    try:
+        yield {
+            "WALLET_PG_DSN": dsn_for(database),
+            "WALLET_KAFKA_BOOTSTRAP": KAFKA,
+            "WALLET_TOPIC_PREFIX": prefix,
+        }
+    finally:
+        await delete_topics(prefix)
+        await drop_database(database)
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +109,14 @@ def simulator(keys: Keys) -> Iterator[SimulatorProcess]:
         stop_simulator(process)
 
 
-def operator_api_env(keys: Keys, simulator: SimulatorProcess, **overrides: str) -> dict[str, str]:
+def operator_api_env(
+    keys: Keys, simulator: SimulatorProcess, key_store: dict[str, str], **overrides: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
+    env.update(key_store)
     env.update(
-        WALLET_OPERATOR_API_TOKEN_FILE=str(keys.token_file),
+        WALLET_OPERATOR_MASTER_KEYS_FILE=str(keys.master_keys),
+        WALLET_OPERATOR_CREDENTIALS=str(keys.credentials),
         WALLET_QUADCODE_BASE_URL=simulator.base_url,
         WALLET_QUADCODE_ISSUER=ISSUER,
         WALLET_QUADCODE_ENVIRONMENT=AUDIENCE,
@@ -94,17 +130,21 @@ def operator_api_env(keys: Keys, simulator: SimulatorProcess, **overrides: str) 
 
 
 @pytest.fixture(scope="module")
-async def api(keys: Keys, simulator: SimulatorProcess) -> AsyncIterator[Service]:
+async def api(
+    keys: Keys, simulator: SimulatorProcess, key_store: dict[str, str]
+) -> AsyncIterator[Service]:
     port, ops_port = free_port(), free_port()
     env = operator_api_env(
         keys,
         simulator,
+        key_store,
         WALLET_OPERATOR_API_PORT=str(port),
         WALLET_OPERATOR_API_OPS_PORT=str(ops_port),
     )
     service = Service(
         "operator_api", port, env, keys.directory / "operator_api.log", ops_port=ops_port
     )
+    create_key(env, keys.credentials, base_url=service.url, name="website", role="operator")
     service.start()
     try:
         await wait_ready(service, timeout=30)
@@ -154,15 +194,16 @@ async def post_room(
     customer: str,
     body: dict[str, Any] | bytes | None = None,
     *,
-    authorization: str | None = f"Bearer {SECRET}",
+    auth: dict[str, str] | None = None,
     method: str = "POST",
 ) -> Reply:
+    """A trading-room request, signed with the website's key unless ``auth`` gives the
+    authentication headers to send instead."""
     data = (
         body if isinstance(body, bytes) else orjson.dumps(room_request() if body is None else body)
     )
     headers = {"Content-Type": "application/json"}
-    if authorization is not None:
-        headers["Authorization"] = authorization
+    headers.update(signed_by_website(api, data) if auth is None else auth)
     async with http.request(
         method,
         f"{api.url}/v1/customers/{customer}/trading-room",
@@ -388,44 +429,59 @@ async def test_a_malformed_customer_id_is_400_invalid_id(
     assert await sim.exchanges() == []
 
 
-# -- the shared secret -----------------------------------------------------------------------------
+# -- the signed keys ------------------------------------------------------------------------------
+
+
+_LAST_MS = [0]
+
+
+def signed_by_website(api: Service, body: bytes, secret: str | None = None) -> dict[str, str]:
+    """The authentication headers of the website's key (from the bootstrap CLI's credentials
+    file) for this raw body; ``secret`` signs with another secret instead."""
+    credentials = load_credentials(api.env["WALLET_OPERATOR_CREDENTIALS"])
+    # Never the same millisecond twice: the same body again would sign alike (a replay).
+    timestamp = _LAST_MS[0] = max(time.time_ns() // 1_000_000, _LAST_MS[0] + 1)
+    return signed_headers(secret or credentials.secret_key, credentials.public_key, timestamp, body)
 
 
 @pytest.mark.parametrize(
-    ("authorization", "code"),
+    ("auth", "code"),
     [
-        (None, "missing_token"),
-        ("Bearer", "missing_token"),
-        (f"Basic {SECRET}", "missing_token"),
-        ("Bearer not-the-secret", "invalid_credentials"),
-        (f"Bearer {SECRET}x", "invalid_credentials"),
-        (f"Bearer {SECRET[:-1]}", "invalid_credentials"),
+        ({}, "malformed_signature_headers"),
+        ({"x-api-public-key": "a2V5", "x-api-timestamp": "1", "x-api-signature": "c2ln"},
+         "unknown_api_key"),
+        ("wrong_secret", "signature_mismatch"),
     ],
-    ids=["none", "empty", "basic", "wrong", "longer", "shorter"],
-)
-async def test_without_the_secret_it_is_403_and_nothing_is_sent(
+    ids=["none", "unknown_key", "wrong_secret"],
+)  # fmt: skip
+async def test_without_a_valid_signature_it_is_403_and_nothing_is_sent(
     api: Service,
     sim: SimulatorHooks,
     http: aiohttp.ClientSession,
     customer: str,
-    authorization: str | None,
+    auth: dict[str, str] | str,
     code: str,
 ) -> None:
-    reply = await post_room(http, api, customer, authorization=authorization)
+    if auth == "wrong_secret":
+        auth = signed_by_website(api, orjson.dumps(room_request()), secret="00" * 32)
+    assert isinstance(auth, dict)
+    reply = await post_room(http, api, customer, auth=auth)
 
     assert (reply.status, reply.body["error"]) == (403, code)
     assert await sim.exchanges() == []
 
 
-async def test_the_secret_is_checked_before_the_body_or_the_route(
+async def test_the_signature_is_checked_before_the_body_or_the_route(
     api: Service, http: aiohttp.ClientSession
 ) -> None:
-    bad_body = await post_room(http, api, "c-1", b"{", authorization="Bearer wrong")
+    bad_body = await post_room(
+        http, api, "c-1", b"{", auth=signed_by_website(api, b"{", secret="00" * 32)
+    )
     async with http.get(f"{api.url}/v1/elsewhere") as unknown_route:
         unknown = orjson.loads(await unknown_route.read())
 
-    assert (bad_body.status, bad_body.body["error"]) == (403, "invalid_credentials")
-    assert (unknown_route.status, unknown["error"]) == (403, "missing_token")
+    assert (bad_body.status, bad_body.body["error"]) == (403, "signature_mismatch")
+    assert (unknown_route.status, unknown["error"]) == (403, "malformed_signature_headers")
 
 
 async def test_other_methods_are_405_json(
@@ -439,10 +495,9 @@ async def test_other_methods_are_405_json(
 async def test_operational_routes_need_no_secret(api: Service, http: aiohttp.ClientSession) -> None:
     async with http.get(f"{api.ops_url}/ready") as ready:
         assert ready.status == 200
-        assert orjson.loads(await ready.read())["checks"] == {
-            "listening": True,
-            "quadcode_signer": True,
-        }
+        checks = orjson.loads(await ready.read())["checks"]
+        # The key store's Postgres is checked too; nothing calls Quadcode.
+        assert checks["listening"] and checks["quadcode_signer"] and checks["postgres"]
     async with http.get(f"{api.ops_url}/metrics") as metrics:
         assert "operator_api_trading_room_total" in await metrics.text()
 
@@ -462,24 +517,36 @@ async def test_operational_routes_are_not_on_the_public_port(
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        ({"WALLET_OPERATOR_API_TOKEN_FILE": ""}, "WALLET_OPERATOR_API_TOKEN"),
+        ({"WALLET_OPERATOR_MASTER_KEYS_FILE": ""}, "WALLET_OPERATOR_MASTER_KEYS"),
         (
-            {"WALLET_OPERATOR_API_TOKEN_FILE": "", "WALLET_OPERATOR_API_TOKEN": "short"},
-            "at least 32",
+            {"WALLET_OPERATOR_MASTER_KEYS_FILE": "", "WALLET_OPERATOR_MASTER_KEYS": "short"},
+            "must be a Fernet key",
         ),
-        ({"WALLET_OPERATOR_API_TOKEN_FILE": "/nonexistent/token"}, "/nonexistent/token"),
+        ({"WALLET_OPERATOR_MASTER_KEYS_FILE": "/nonexistent/keys"}, "/nonexistent/keys"),
         (
             {"WALLET_QUADCODE_PRIVATE_KEY_PATH": "/nonexistent/key.pem"},
             "WALLET_QUADCODE_PRIVATE_KEY_PATH",
         ),
         ({"WALLET_QUADCODE_ISSUER": ""}, "WALLET_QUADCODE_ISSUER"),
     ],
-    ids=["no_secret", "short_secret", "unreadable_secret", "unreadable_key", "no_issuer"],
+    ids=[
+        "no_master_key",
+        "bad_master_key",
+        "unreadable_master_keys",
+        "unreadable_key",
+        "no_issuer",
+    ],
 )
 async def test_start_up_refuses_bad_settings_with_a_message_naming_them(
-    keys: Keys, simulator: SimulatorProcess, overrides: dict[str, str], named: str
+    keys: Keys,
+    simulator: SimulatorProcess,
+    key_store: dict[str, str],
+    overrides: dict[str, str],
+    named: str,
 ) -> None:
-    env = operator_api_env(keys, simulator, WALLET_OPERATOR_API_PORT=str(free_port()), **overrides)
+    env = operator_api_env(
+        keys, simulator, key_store, WALLET_OPERATOR_API_PORT=str(free_port()), **overrides
+    )
     env = {name: value for name, value in env.items() if value != ""}
 
     def run() -> subprocess.CompletedProcess[bytes]:

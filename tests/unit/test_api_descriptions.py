@@ -45,7 +45,12 @@ from swapgate.orders import Completed
 
 pytestmark = pytest.mark.unit
 
-SECRET_HEADER = {"Authorization": "Bearer " + "s" * 32}
+# A signed request's three headers (their values are not checked against the description).
+SECRET_HEADER = {
+    "x-api-public-key": "ZgzycV6Sf78BZKuyIAiz+0Bor002+0/rx1gLKsmYCsY=",
+    "x-api-timestamp": "1722866058427",
+    "x-api-signature": "c2lnbmF0dXJl",
+}
 
 
 @pytest.mark.parametrize("path", DESCRIPTIONS, ids=lambda path: path.name)

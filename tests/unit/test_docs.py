@@ -7,7 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from accounting.settings import AccountingSettings
 from edge.settings import EdgeSettings
+from ledger.republish import RepublishSettings
 from ledger.settings import LedgerSettings
 from ledger_core.errors import ERRORS
 from ledger_core.state import SYSTEM_KINDS
@@ -25,7 +27,14 @@ def test_every_error_code_is_in_the_readme_table_with_its_status() -> None:
 
 
 def test_every_setting_is_documented() -> None:
-    for cls in (EdgeSettings, LedgerSettings, ProjectionSettings, OperatorApiSettings):
+    for cls in (
+        EdgeSettings,
+        LedgerSettings,
+        ProjectionSettings,
+        OperatorApiSettings,
+        AccountingSettings,
+        RepublishSettings,
+    ):
         for name in cls.model_fields:
             assert f"`WALLET_{name.upper()}`" in README, name
 
