@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
+from ledger_core.chain import GENESIS, ChainEntry, ChainLink, ChainPosting, link_after, micros
 from ledger_core.currencies import EXPONENTS
 from ledger_core.decide import (
     BlockChange,
@@ -25,12 +25,25 @@ from ledger_core.decide import (
     ReservationReleased,
     StoredOutcome,
 )
+from ledger_core.rows import (
+    AccountRow,
+    BlockRow,
+    CursorRow,
+    CustomerRow,
+    EntryRow,
+    FactRow,
+    OutcomeRow,
+    PostingRow,
+    ReleaseRow,
+    ReservationRow,
+)
 from ledger_core.state import (
     SYSTEM_KINDS,
     Account,
     Customer,
     PartitionState,
     Reservation,
+    UndoLog,
     system_account_id,
 )
 
@@ -106,6 +119,9 @@ class PartitionCursor:
     next_offset: int
     outbox_seq: int
     published_seq: int
+    # The head of the partition's entry chain: the last chained entry's seq and hash.
+    chain_seq: int = 0
+    chain_hash: bytes = GENESIS
 
 
 async def ensure_currencies(conn: asyncpg.Connection) -> None:
@@ -133,7 +149,7 @@ async def take_over(conn: asyncpg.Connection, partition: int) -> PartitionCursor
         )
         row = await conn.fetchrow(
             """UPDATE ledger_partitions SET epoch = epoch + 1 WHERE partition = $1
-               RETURNING epoch, next_offset, outbox_seq, published_seq""",
+               RETURNING epoch, next_offset, outbox_seq, published_seq, chain_seq, chain_hash""",
             partition,
         )
         codes = sorted(EXPONENTS)
@@ -155,7 +171,13 @@ async def take_over(conn: asyncpg.Connection, partition: int) -> PartitionCursor
         )
     assert row is not None
     return PartitionCursor(
-        partition, row["epoch"], row["next_offset"], row["outbox_seq"], row["published_seq"]
+        partition,
+        row["epoch"],
+        row["next_offset"],
+        row["outbox_seq"],
+        row["published_seq"],
+        row["chain_seq"],
+        bytes(row["chain_hash"]),
     )
 
 
@@ -246,32 +268,63 @@ async def stored_outcomes(
 
 @dataclass(slots=True)
 class BatchRows:
-    """Column arrays for one call of ``ledger_apply_batch``."""
+    """The rows of one call of ``ledger_apply_batch``: one list per input, one tuple per row
+    (the tuples' fields are the SQL row types' attributes, see ``ledger_core.rows``)."""
 
-    lp: list[list[int]] = field(default_factory=lambda: [[] for _ in range(6)])
-    customers: list[list[object]] = field(default_factory=lambda: [[] for _ in range(3)])
-    blocks: dict[str, tuple[bool, datetime]] = field(default_factory=dict)
-    accounts: list[list[object]] = field(default_factory=lambda: [[] for _ in range(6)])
-    entries: list[list[object]] = field(default_factory=lambda: [[] for _ in range(12)])
-    postings: list[list[object]] = field(default_factory=lambda: [[] for _ in range(7)])
-    outcomes: list[list[object]] = field(default_factory=lambda: [[] for _ in range(9)])
-    outbox: list[list[object]] = field(default_factory=lambda: [[] for _ in range(5)])
-    reservations: list[list[object]] = field(default_factory=lambda: [[] for _ in range(12)])
-    releases: list[list[object]] = field(default_factory=lambda: [[] for _ in range(8)])
+    cursors: list[CursorRow] = field(default_factory=list)
+    customers: list[CustomerRow] = field(default_factory=list)
+    blocks: dict[str, BlockRow] = field(default_factory=dict)  # the last change per customer
+    accounts: list[AccountRow] = field(default_factory=list)
+    entries: list[EntryRow] = field(default_factory=list)
+    postings: list[PostingRow] = field(default_factory=list)
+    outcomes: list[OutcomeRow] = field(default_factory=list)
+    facts: list[FactRow] = field(default_factory=list)
+    reservations: list[ReservationRow] = field(default_factory=list)
+    releases: list[ReleaseRow] = field(default_factory=list)
+    # Each partition's chain head (seq) before this batch's first entry: the cursor row's
+    # condition, so a batch never lands on a head another batch moved (no fork).
+    chain_from: dict[int, int] = field(default_factory=dict)
 
-    @staticmethod
-    def add(columns: Sequence[list[Any]], values: Iterable[object]) -> None:
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-
-    def add_effects(self, decision: Decision, partition: int, offset: int, at: datetime) -> None:
+    def add_effects(
+        self,
+        decision: Decision,
+        partition: int,
+        offset: int,
+        at: datetime,
+        cursor: PartitionCursor | None = None,
+        undo: UndoLog | None = None,
+    ) -> dict[uuid.UUID, ChainLink]:
         """Rows for a decision's effects (customers, accounts, blocks, entries, postings,
-        exchange reservations and their releases)."""
+        exchange reservations and their releases). With ``cursor``, each entry is chained after
+        the cursor's chain head, which moves (through ``undo``, taken back if the batch fails);
+        returns each entry's link, for its fact. Without, entries are written unchained."""
+        links: dict[uuid.UUID, ChainLink] = {}
         for effect in decision.effects:
             if isinstance(effect, JournalEntry):
-                self.add(
-                    self.entries,
-                    (
+                link = None
+                if cursor is not None:
+                    chained = ChainEntry(
+                        partition,
+                        effect.entry_id,
+                        effect.kind,
+                        effect.customer_id,
+                        effect.balance_id,
+                        effect.request_id,
+                        effect.currency,
+                        effect.amount,
+                        effect.comment,
+                        None,
+                        micros(at),
+                        [
+                            ChainPosting(
+                                p.account_id, p.seq, p.amount, p.balance_after, effect.currency
+                            )
+                            for p in effect.postings
+                        ],
+                    )
+                    link = links[effect.entry_id] = self._chain(cursor, undo, chained)
+                self.entries.append(
+                    EntryRow(
                         effect.entry_id,
                         partition,
                         offset,
@@ -284,14 +337,14 @@ class BatchRows:
                         effect.comment,
                         at,
                         None,
-                    ),
+                        *_chain_columns(link),
+                    )
                 )
                 for i, p in enumerate(effect.postings):
                     # The first posting is the customer's: it may not go negative. A single-
                     # currency entry states no currency per posting (NULL: the entry's).
-                    self.add(
-                        self.postings,
-                        (
+                    self.postings.append(
+                        PostingRow(
                             effect.entry_id,
                             p.account_id,
                             p.seq,
@@ -299,12 +352,11 @@ class BatchRows:
                             p.balance_after,
                             i == 0,
                             None,
-                        ),
+                        )
                     )
             elif isinstance(effect, ReservationMade):
-                self.add(
-                    self.reservations,
-                    (
+                self.reservations.append(
+                    ReservationRow(
                         effect.customer_id,
                         effect.exchange_id,
                         partition,
@@ -317,36 +369,74 @@ class BatchRows:
                         effect.comment,
                         offset,
                         at,
-                    ),
+                    )
                 )
             elif isinstance(effect, ReservationReleased):
-                self._add_release(effect, partition, offset, at)
+                link = self._add_release(effect, partition, offset, at, cursor, undo)
+                if link is not None and effect.entry is not None:
+                    links[effect.entry.entry_id] = link
             elif isinstance(effect, NewCustomer):
-                self.add(self.customers, (effect.customer_id, partition, at))
+                self.customers.append(CustomerRow(effect.customer_id, partition, at))
             elif isinstance(effect, NewAccount):
-                self.add(
-                    self.accounts,
-                    (
+                self.accounts.append(
+                    AccountRow(
                         effect.account_id,
                         partition,
                         "customer",
                         effect.customer_id,
                         effect.balance_id,
                         effect.currency,
-                    ),
+                    )
                 )
             else:
                 assert isinstance(effect, BlockChange)
-                self.blocks[effect.customer_id] = (effect.blocked, at)
+                self.blocks[effect.customer_id] = BlockRow(effect.customer_id, effect.blocked, at)
+        return links
+
+    def _chain(self, cursor: PartitionCursor, undo: UndoLog | None, entry: ChainEntry) -> ChainLink:
+        """Link ``entry`` after the cursor's chain head and make it the head."""
+        self.chain_from.setdefault(cursor.partition, cursor.chain_seq)
+        link = link_after(cursor.chain_seq, cursor.chain_hash, entry)
+        if undo is None:
+            cursor.chain_seq, cursor.chain_hash = link.seq, link.entry_hash
+        else:
+            undo.set(cursor, "chain_seq", link.seq)
+            undo.set(cursor, "chain_hash", link.entry_hash)
+        return link
 
     def _add_release(
-        self, effect: ReservationReleased, partition: int, offset: int, at: datetime
-    ) -> None:
+        self,
+        effect: ReservationReleased,
+        partition: int,
+        offset: int,
+        at: datetime,
+        cursor: PartitionCursor | None,
+        undo: UndoLog | None,
+    ) -> ChainLink | None:
         entry = effect.entry
+        link = None
         if entry is not None:
-            self.add(
-                self.entries,
-                (
+            if cursor is not None:
+                chained = ChainEntry(
+                    partition,
+                    entry.entry_id,
+                    entry.kind,
+                    entry.customer_id,
+                    entry.source_balance_id,
+                    entry.exchange_id,
+                    entry.currency,
+                    entry.amount,
+                    entry.comment,
+                    entry.order_id,
+                    micros(at),
+                    [
+                        ChainPosting(p.account_id, p.seq, p.amount, p.balance_after, p.currency)
+                        for p in entry.postings
+                    ],
+                )
+                link = self._chain(cursor, undo, chained)
+            self.entries.append(
+                EntryRow(
                     entry.entry_id,
                     partition,
                     offset,
@@ -359,12 +449,12 @@ class BatchRows:
                     entry.comment,
                     at,
                     entry.order_id,
-                ),
+                    *_chain_columns(link),
+                )
             )
             for p in entry.postings:
-                self.add(
-                    self.postings,
-                    (
+                self.postings.append(
+                    PostingRow(
                         entry.entry_id,
                         p.account_id,
                         p.seq,
@@ -372,11 +462,10 @@ class BatchRows:
                         p.balance_after,
                         p.balance_id is not None,
                         p.currency,
-                    ),
+                    )
                 )
-        self.add(
-            self.releases,
-            (
+        self.releases.append(
+            ReleaseRow(
                 effect.customer_id,
                 effect.exchange_id,
                 effect.outcome,
@@ -385,8 +474,9 @@ class BatchRows:
                 None if entry is None else entry.entry_id,
                 offset,
                 at,
-            ),
+            )
         )
+        return link
 
     def add_outcome(
         self,
@@ -396,51 +486,73 @@ class BatchRows:
         partition: int,
         at: datetime,
     ) -> None:
-        self.add(
-            self.outcomes,
-            (*key, outcome.fingerprint, outcome.status, outcome.body, entry_id, partition, at),
+        """The stored outcome of a command, under its idempotency key."""
+        self.outcomes.append(
+            OutcomeRow(
+                *key, outcome.fingerprint, outcome.status, outcome.body, entry_id, partition, at
+            )
         )
+
+    def add_fact(self, partition: int, seq: int, event_id: str, key: str, payload: bytes) -> None:
+        """A fact for the outbox, at the partition's outbox sequence ``seq``."""
+        self.facts.append(FactRow(partition, seq, event_id, key, payload))
 
     def add_cursor(self, cursor: PartitionCursor, next_offset: int) -> None:
         """The conditional offset move for a partition (fences zombies)."""
-        self.add(
-            self.lp,
-            (
+        self.cursors.append(
+            CursorRow(
                 cursor.partition,
                 cursor.next_offset,
                 next_offset,
                 cursor.epoch,
                 cursor.outbox_seq,
                 cursor.published_seq,
-            ),
+                self.chain_from.get(cursor.partition, cursor.chain_seq),
+                cursor.chain_seq,
+                cursor.chain_hash,
+            )
         )
 
 
-_APPLY = "SELECT ledger_apply_batch(" + ", ".join(f"${i}" for i in range(1, 72)) + ")"
+def _chain_columns(link: ChainLink | None) -> tuple[int | None, bytes | None, bytes | None]:
+    """An entry row's chain columns (all None for an unchained entry)."""
+    if link is None:
+        return None, None, None
+    return link.seq, link.prev_hash, link.entry_hash
+
+
+# One array of row tuples per input; asyncpg encodes each as an array of the composite type
+# (it looks the type up once per connection, when the statement is first prepared).
+_APPLY = "SELECT ledger_apply_batch(" + ", ".join(f"${i}" for i in range(1, 11)) + ")"
+
+# Server errors after which this connection's cached statement or type layout may be stale:
+# ``schema migrate`` redefined the function or its row types while this process ran.
+_STALE_DEFINITION = frozenset({"42883", "42804", "XX000", "0A000"})
 
 
 async def apply_batch(conn: asyncpg.Connection, rows: BatchRows) -> None:
     """Write one batch in one statement (one transaction); raise :class:`Fenced` if fenced."""
-    block_ids = list(rows.blocks)
-    args = [
-        *rows.lp,
-        *rows.customers,
-        block_ids,
-        [rows.blocks[c][0] for c in block_ids],
-        [rows.blocks[c][1] for c in block_ids],
-        *rows.accounts,
-        *rows.entries,
-        *rows.postings,
-        *rows.outcomes,
-        *rows.outbox,
-        *rows.reservations,
-        *rows.releases,
-    ]
     try:
-        await conn.execute(_APPLY, *args)
+        await conn.execute(
+            _APPLY,
+            rows.cursors,
+            rows.customers,
+            list(rows.blocks.values()),
+            rows.accounts,
+            rows.entries,
+            rows.postings,
+            rows.outcomes,
+            rows.facts,
+            rows.reservations,
+            rows.releases,
+        )
     except asyncpg.PostgresError as exc:
-        if getattr(exc, "sqlstate", None) == FENCED:
+        state = getattr(exc, "sqlstate", None)
+        if state == FENCED:
             raise Fenced(str(exc)) from exc
+        if state in _STALE_DEFINITION:
+            # The retry (transient fault) then prepares the statement and reads the types anew.
+            await conn.reload_schema_state()
         raise
 
 

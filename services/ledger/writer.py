@@ -793,17 +793,18 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                 # Optimistic: taken back with ``undo`` if Postgres does not take the batch.
                 apply(owned.state, decision, undo)
                 at = datetime.fromtimestamp(msg.timestamp / 1000, tz=UTC)
-                rows.add_effects(decision, partition, msg.offset, at)
+                # Entries are chained here, after the partition's head (moved through ``undo``).
+                links = rows.add_effects(decision, partition, msg.offset, at, owned.cursor, undo)
                 if decision.record:
                     outcome = StoredOutcome(
                         fingerprint(cmd), decision.outcome.status, decision.outcome.body
                     )
                     outcomes[key] = (partition, outcome)
                     rows.add_outcome(key, outcome, decision.entry_id, partition, at)
-                for fact in facts_for(decision, partition, msg.timestamp):
+                for fact in facts_for(decision, partition, msg.timestamp, links):
                     undo.set(owned.cursor, "outbox_seq", owned.cursor.outbox_seq + 1)
                     seq = owned.cursor.outbox_seq
-                    rows.add(rows.outbox, (partition, seq, fact.event_id, fact.key, fact.payload))
+                    rows.add_fact(partition, seq, fact.event_id, fact.key, fact.payload)
                     facts.setdefault(partition, []).append((seq, fact.key, fact.payload))
             except Exception as exc:  # a bug or an input decide can not handle: never loop
                 undo.rollback()

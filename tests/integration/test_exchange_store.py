@@ -106,7 +106,8 @@ async def test_the_database_refuses_a_hold_beyond_the_available_amount(
     cursor = await store.take_over(conn, 1)
     state = await store.load_partition(conn, 1)
     rows, _ = batch_for(state, cursor, [reserve("bob", "x1", "60")], cursor.next_offset)
-    rows.reservations[8][0] = 100_000001  # forged: more than the balance holds
+    # Forged: more than the balance holds.
+    rows.reservations[0] = rows.reservations[0]._replace(amount=100_000001)
     with pytest.raises(asyncpg.PostgresError, match="available amount"):
         await store.apply_batch(conn, rows)
     assert await conn.fetchval("SELECT count(*) FROM exchange_reservations") == 0
@@ -138,13 +139,15 @@ async def test_the_database_refuses_a_second_release(conn: asyncpg.Connection) -
 
 
 def _off_by_one(rows: store.BatchRows) -> None:
-    rows.postings[3][-1] -= 1  # the rounding posting: the target leg no longer sums to zero
+    # The rounding posting: the target leg no longer sums to zero.
+    rows.postings[-1] = rows.postings[-1]._replace(amount=rows.postings[-1].amount - 1)
 
 
 def _wrong_currency(rows: store.BatchRows) -> None:
     # The source leg claimed to be ETH: it still sums to zero "in ETH", so only the check of
     # the stated currency against the account's can catch it.
-    rows.postings[6][0] = rows.postings[6][1] = "ETH"
+    for i in (0, 1):
+        rows.postings[i] = rows.postings[i]._replace(currency="ETH")
 
 
 @pytest.mark.parametrize(

@@ -151,7 +151,7 @@ async def test_batch_function_refuses_a_negative_customer_balance(conn: asyncpg.
     state = await store.load_partition(conn, 4)
     rows, _ = batch_for(state, cursor, setup_commands("eve"))
     # Forge what a buggy decide could produce: the customer's balance-after below zero.
-    rows.postings[4][0] = -1
+    rows.postings[0] = rows.postings[0]._replace(balance_after=-1)
     with pytest.raises(asyncpg.PostgresError, match="negative"):
         await store.apply_batch(conn, rows)
     assert await conn.fetchval("SELECT count(*) FROM customers") == 0
@@ -160,7 +160,8 @@ async def test_batch_function_refuses_a_negative_customer_balance(conn: asyncpg.
 async def test_batch_function_refuses_unbalanced_postings(conn: asyncpg.Connection) -> None:
     cursor = await store.take_over(conn, 5)
     rows, _ = batch_for(await store.load_partition(conn, 5), cursor, setup_commands("fay"))
-    rows.postings[3][1] = -999  # the counter-posting no longer mirrors the customer's
+    # The counter-posting no longer mirrors the customer's.
+    rows.postings[1] = rows.postings[1]._replace(amount=-999)
     with pytest.raises(asyncpg.PostgresError, match="sum to zero"):
         await store.apply_batch(conn, rows)
 

@@ -58,10 +58,11 @@ async def write_ledger(dsn: str, at: datetime, partition: int = 3) -> None:
                 rows.add_outcome(idempotency_key(cmd), outcome, decision.entry_id, partition, at)
             for fact in facts_for(decision, partition, int(at.timestamp() * 1000)):
                 seq += 1
-                rows.add(rows.outbox, (partition, seq, fact.event_id, fact.key, fact.payload))
+                rows.add_fact(partition, seq, fact.event_id, fact.key, fact.payload)
         cursor_end = len(COMMANDS)
         rows.add_cursor(cursor, cursor_end)
-        rows.lp[4][-1] = seq  # the outbox sequence the batch reached
+        # The outbox sequence the batch reached.
+        rows.cursors[-1] = rows.cursors[-1]._replace(outbox_seq=seq)
         await store.apply_batch(conn, rows)
     finally:
         await conn.close()
