@@ -26,6 +26,9 @@ _SYSTEM_OF_ENTRY = {
     "credit": "trading",
     "deposit": "settlement",
     "withdrawal": "settlement",
+    # A reversal moves its original's amount back against the same system account.
+    "deposit_reversal": "settlement",
+    "withdrawal_reversal": "settlement",
 }
 
 Counter = Literal["balance_seq", "hold_seq"]
@@ -78,7 +81,7 @@ class ReadFact:
     claims: tuple[Claim, ...]
     lines: tuple[LedgerLine, ...]
     entry_id: str = ""
-    kind: str = ""  # entry.posted's kind (debit, credit, deposit, withdrawal), else the type
+    kind: str = ""  # entry.posted's kind (debit, credit, deposit, ...), else the type
     reference: str = ""  # the request id, or the exchange id
     comment: str = ""
 

@@ -149,8 +149,49 @@ class ExchangeVoid:
         return self.exchange_id
 
 
+ReversalKind = Literal["deposit_reversal", "withdrawal_reversal"]
+# The entry kinds a reversal can reverse, and the kind of the reversing entry.
+REVERSAL_OF: dict[str, ReversalKind] = {
+    "deposit": "deposit_reversal",
+    "withdrawal": "withdrawal_reversal",
+}
+REVERSAL_SCOPE_PREFIX = "reversal:"
+
+
+@dataclass(frozen=True, slots=True)
+class Reversal:
+    """Reverse a customer's deposit or withdrawal: the same amount moved back, as a new entry.
+
+    The original entry's id is the request id, in one scope for every reversal of the balance
+    (``reversal:<balance_id>``), so the idempotency key ``(customer, scope, entry id)`` admits
+    one reversal per entry, ever, and the reversal's entry finds the original by its
+    ``request_id``. ``reference`` is the operator's own request id: it is part of the
+    fingerprint, so a retry of the same request replays the stored outcome while a second
+    reversal of the entry (another reference or comment) is ``request_id_reused``.
+    """
+
+    kind: ReversalKind
+    customer_id: str
+    balance_id: str
+    entry_id: str  # the original entry's id (its text form): the request id
+    amount: str  # the original's amount, validated decimal string
+    currency: str
+    comment: str
+    reference: str  # the operator's requestId
+
+    wire_type = "reversal"
+
+    @property
+    def scope(self) -> str:
+        return REVERSAL_SCOPE_PREFIX + self.balance_id
+
+    @property
+    def request_id(self) -> str:
+        return self.entry_id
+
+
 ExchangeCommand = ExchangeReserve | ExchangeSettle | ExchangeVoid
-Command = MoneyCommand | CreateCustomer | OpenBalance | SetBlocked | ExchangeCommand
+Command = MoneyCommand | CreateCustomer | OpenBalance | SetBlocked | ExchangeCommand | Reversal
 
 
 def idempotency_key(cmd: Command) -> tuple[str, str, str]:
@@ -193,6 +234,18 @@ def fingerprint(cmd: Command) -> bytes:
             cmd.currency,
             cmd.target_currency,
             cmd.comment,
+        ]
+    elif isinstance(cmd, Reversal):
+        parts = [
+            "reversal",
+            cmd.kind,
+            cmd.customer_id,
+            cmd.balance_id,
+            cmd.entry_id,
+            _value(cmd.amount, cmd.currency),
+            cmd.currency,
+            cmd.comment,
+            cmd.reference,
         ]
     elif isinstance(cmd, ExchangeSettle):
         parts = [
@@ -255,6 +308,9 @@ def encode(cmd: Command, envelope: Envelope) -> bytes:
             blocked=cmd.blocked,
             request_id=cmd.request_id,
         )
+    elif isinstance(cmd, Reversal):
+        body["type"] = Reversal.wire_type
+        body.update((f.name, getattr(cmd, f.name)) for f in dataclasses.fields(cmd))
     else:
         body["type"] = cmd.scope
         body.update((f.name, getattr(cmd, f.name)) for f in dataclasses.fields(cmd))
@@ -314,6 +370,14 @@ def decode(raw: bytes) -> tuple[Command, Envelope]:
         if not isinstance(blocked, bool):
             raise CommandError("blocked must be a boolean")
         cmd = SetBlocked(_text(obj, "customer_id"), blocked, _text(obj, "request_id"))
+    elif kind == Reversal.wire_type:
+        reversal_kind = obj.get("kind")
+        if reversal_kind not in ("deposit_reversal", "withdrawal_reversal"):
+            raise CommandError(f"unknown reversal kind {reversal_kind!r}")
+        cmd = Reversal(
+            reversal_kind,
+            *(_text(obj, f.name) for f in dataclasses.fields(Reversal) if f.name != "kind"),
+        )
     elif isinstance(kind, str) and kind in EXCHANGE_TYPES:
         cls = EXCHANGE_TYPES[kind]
         cmd = cls(*(_text(obj, f.name) for f in dataclasses.fields(cls)))

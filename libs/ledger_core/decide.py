@@ -21,6 +21,7 @@ from ledger_core.commands import (
     ExchangeVoid,
     MoneyCommand,
     OpenBalance,
+    Reversal,
     fingerprint,
     idempotency_key,
 )
@@ -50,9 +51,18 @@ COUNTERPARTY = {
     "credit": "trading",
     "deposit": "settlement",
     "withdrawal": "settlement",
+    "deposit_reversal": "settlement",
+    "withdrawal_reversal": "settlement",
 }
-# Sign of the movement on the customer's balance.
-DIRECTION = {"debit": -1, "credit": 1, "deposit": 1, "withdrawal": -1}
+# Sign of the movement on the customer's balance: a reversal moves its original's amount back.
+DIRECTION = {
+    "debit": -1,
+    "credit": 1,
+    "deposit": 1,
+    "withdrawal": -1,
+    "deposit_reversal": -1,
+    "withdrawal_reversal": 1,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +279,8 @@ def decide(state: PartitionState, cmd: Command, prior: StoredOutcome | None) -> 
         )
     if isinstance(cmd, MoneyCommand):
         return _decide_money(state, cmd)
+    if isinstance(cmd, Reversal):
+        return _decide_reversal(state, cmd)
     if isinstance(cmd, ExchangeReserve):
         return _decide_reserve(state, cmd)
     if isinstance(cmd, ExchangeSettle):
@@ -370,6 +382,69 @@ def _decide_money(state: PartitionState, cmd: MoneyCommand) -> Decision:
         "balance_id": cmd.balance_id,
         "amount": format_amount(amount, cmd.currency),
         # The available amount, as GET balance answers (equal to the total without holds).
+        "balance_current_amount": format_amount(available, cmd.currency),
+        "currency_code": cmd.currency,
+    }
+    return _ok(201, body, entry)
+
+
+def _decide_reversal(state: PartitionState, cmd: Reversal) -> Decision:
+    """A deposit's reversal takes its amount out of the balance (402 when the available amount
+    is short), a withdrawal's puts it back (400 ``amount_too_large`` above the ceiling). Blocked
+    customers are reversed like operators' withdrawals: blocking stops Quadcode, not corrections.
+
+    Only the success is stored: the key is the original entry's, so a stored refusal would make
+    that entry irreversible forever; refused, it stays reversible once the balance allows it (a
+    retry is decided again, and changes nothing until it succeeds)."""
+    customer = state.customers.get(cmd.customer_id)
+    if customer is None:
+        return _error("customer_not_found", record=False)
+    account = customer.balances.get(cmd.balance_id)
+    if account is None:
+        return _error("balance_not_found", record=False)
+    if cmd.currency != account.currency:
+        return _error(
+            "currency_mismatch",
+            f"balance {cmd.balance_id!r} is in {account.currency}, not {cmd.currency}",
+            record=False,
+        )
+    try:
+        amount = parse_amount(cmd.amount, cmd.currency)
+    except AmountError as exc:
+        return _error(exc.code, exc.message, record=False)
+    delta = DIRECTION[cmd.kind] * amount
+    new_balance = account.balance + delta
+    available = new_balance - account.reserved
+    if available < 0:
+        return _error("insufficient_funds", "the balance can not cover the reversal", record=False)
+    if delta > 0 and new_balance > ceiling(cmd.currency):
+        return _error(
+            "amount_too_large", f"the balance would exceed the {cmd.currency} ceiling", record=False
+        )
+    counter = _system(state, "settlement", cmd.currency)
+    entry = JournalEntry(
+        entry_id=stable_id("entry", *idempotency_key(cmd)),
+        kind=cmd.kind,
+        customer_id=cmd.customer_id,
+        balance_id=cmd.balance_id,
+        request_id=cmd.entry_id,  # the link to the original entry
+        currency=cmd.currency,
+        amount=amount,
+        comment=cmd.comment,
+        counterparty="settlement",
+        postings=(
+            Posting(account.account_id, delta, account.seq + 1, new_balance),
+            Posting(counter.account_id, -delta, counter.seq + 1, counter.balance - delta),
+        ),
+    )
+    body = {
+        "customer_id": cmd.customer_id,
+        "balance_id": cmd.balance_id,
+        "entry_id": str(entry.entry_id),
+        "kind": cmd.kind,
+        "reverses": cmd.entry_id,
+        "request_id": cmd.reference,
+        "amount": format_amount(amount, cmd.currency),
         "balance_current_amount": format_amount(available, cmd.currency),
         "currency_code": cmd.currency,
     }

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-MONEY_KINDS = "('debit', 'credit', 'deposit', 'withdrawal')"
+# Entries of one customer posting and one system posting (a reversal is one too).
+MONEY_KINDS = (
+    "('debit', 'credit', 'deposit', 'withdrawal', 'deposit_reversal', 'withdrawal_reversal')"
+)
 
 # The last balance of every customer account and what open exchanges hold on it.
 _CUSTOMER_BALANCES = """
@@ -57,7 +60,7 @@ CHECKS: dict[str, str] = {
     "every_success_has_one_entry": """
         SELECT count(*) FROM idempotency i
          WHERE i.status = 201
-           AND i.scope ~ '^((debit|credit|deposit|withdrawal):|exchange_settle$)'
+           AND i.scope ~ '^((debit|credit|deposit|withdrawal|reversal):|exchange_settle$)'
            AND NOT EXISTS (SELECT 1 FROM journal_entries e WHERE e.entry_id = i.entry_id)""",
     # A money entry: the customer's posting and the system shard's. An exchange entry: its order
     # id, at least two postings on distinct accounts, in at most two currencies.

@@ -25,7 +25,12 @@ from typing import Any, Final
 
 import asyncpg
 
-from ledger_core.commands import MONEY_KINDS, ExchangeSettle
+from ledger_core.commands import (
+    MONEY_KINDS,
+    REVERSAL_OF,
+    REVERSAL_SCOPE_PREFIX,
+    ExchangeSettle,
+)
 from ledger_core.money import format_amount
 from operator_api.ledger_requests import MAX_SEQ
 from operator_api.ledger_views import BalanceRow, StatementLine, rfc3339
@@ -247,6 +252,8 @@ async def entries(conn: asyncpg.Connection, entry_ids: list[uuid.UUID]) -> list[
     and currency; a system account's ``shard`` is its partition), amounts as decimal strings."""
     if not entry_ids:
         return []
+    rows = await conn.fetch(_ENTRY, entry_ids)
+    reversed_by = await reversals_of(conn, rows)
     postings: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for p in await conn.fetch(_POSTINGS, entry_ids):
         postings.setdefault(p["entry_id"], []).append(
@@ -276,19 +283,62 @@ async def entries(conn: asyncpg.Connection, entry_ids: list[uuid.UUID]) -> list[
             "time": rfc3339(e["created_at"]),
             "commandPartition": e["partition"],
             "commandOffset": e["command_offset"],
+            # The link both ways: a reversal's request id is the entry it reverses.
+            "reverses": e["request_id"] if e["kind"] in REVERSED_KIND else None,
+            "reversedBy": reversed_by.get(e["entry_id"]),
             "postings": postings.get(e["entry_id"], []),
         }
-        for e in await conn.fetch(_ENTRY, entry_ids)
+        for e in rows
     ]
+
+
+# The kind of a reversing entry -> the kind it reverses.
+REVERSED_KIND: Final = {v: k for k, v in REVERSAL_OF.items()}
+
+
+async def reversals_of(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> dict[Any, str]:
+    """The reversing entry of each reversible entry among ``rows`` that has one: a primary-key
+    probe of the idempotency table each, ``(customer, reversal:<balance>, entry id)``."""
+    wanted = [r for r in rows if r["kind"] in REVERSAL_OF]
+    if not wanted:
+        return {}
+    found = await conn.fetch(
+        """SELECT k.entry_id, i.entry_id AS reversal
+             FROM unnest($1::text[], $2::text[], $3::uuid[]) AS k(customer_id, scope, entry_id)
+             JOIN idempotency i ON i.customer_id = k.customer_id AND i.scope = k.scope
+                               AND i.request_id = k.entry_id::text
+            WHERE i.entry_id IS NOT NULL""",
+        [r["customer_id"] for r in wanted],
+        [REVERSAL_SCOPE_PREFIX + r["balance_id"] for r in wanted],
+        [r["entry_id"] for r in wanted],
+    )
+    return {r["entry_id"]: str(r["reversal"]) for r in found}
+
+
+async def reversal_of(
+    conn: asyncpg.Connection, customer_id: str, balance_id: str, entry_id: str
+) -> str | None:
+    """The id of the entry that reversed ``entry_id``, if one did (one primary-key probe)."""
+    found = await conn.fetchval(
+        """SELECT entry_id FROM idempotency
+            WHERE customer_id = $1 AND scope = $2 AND request_id = $3 AND entry_id IS NOT NULL""",
+        customer_id,
+        REVERSAL_SCOPE_PREFIX + balance_id,
+        entry_id,
+    )
+    return None if found is None else str(found)
 
 
 def request_scopes(balance_ids: list[str]) -> list[str]:
     """Every idempotency scope under which one of the customer's requests may have made an
     entry: a money command on one of its balances, or an exchange's settlement (its request id
-    is the exchange id). A new kind of entry adds its scope here."""
-    return [f"{kind}:{b}" for kind in sorted(MONEY_KINDS) for b in balance_ids] + [
-        ExchangeSettle.scope
-    ]
+    is the exchange id), or a reversal (its request id is the reversed entry's id). A new kind
+    of entry adds its scope here."""
+    return [
+        f"{kind}:{b}"
+        for kind in [*sorted(MONEY_KINDS), REVERSAL_SCOPE_PREFIX.rstrip(":")]
+        for b in balance_ids
+    ] + [ExchangeSettle.scope]
 
 
 async def entry_ids_by_request(

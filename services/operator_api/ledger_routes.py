@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,7 @@ import structlog
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from ledger_core.commands import Command
+from ledger_core.commands import Command, MoneyCommand
 from ledger_core.money import format_amount
 from ledger_core.requests import RequestError, check_id
 from operator_api import ledger_reads as reads
@@ -53,6 +54,17 @@ log = structlog.get_logger(__name__)
 LEDGER_SETTINGS = web.AppKey("ledger_settings", OperatorLedgerSettings)
 LEDGER_POOL = web.AppKey("ledger_pool", asyncpg.Pool)
 LEDGER_BUS = web.AppKey("ledger_bus", CommandBus)
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyGate:
+    """What may hold a deposit or withdrawal back instead of sending it: four eyes
+    (:mod:`operator_api.adjustment_routes`). ``hold`` answers for it, or None to send it."""
+
+    hold: Callable[[web.Request, MoneyCommand], Awaitable[web.Response | None]]
+
+
+MONEY_GATE = web.AppKey("money_gate", MoneyGate)
 
 NO_DATABASE = "The ledger's database is unavailable; retry the request."
 NOT_QUEUED = "Kafka did not take the command; it was not sent. Retry the same request."
@@ -206,7 +218,10 @@ def _move_money(kind: parse.DepositOrWithdrawal) -> Handler:
                 # Not sent, so not stored: the ledger needs the balance's currency to judge
                 # the amount. Once the balance is open, the same request deposits.
                 return await _not_found(conn, asked.customer_id)
-        return await _submit(request, asked.command(account.currency))
+        cmd = asked.command(account.currency)
+        gate = request.app.get(MONEY_GATE)
+        held = None if gate is None else await gate.hold(request, cmd)
+        return held if held is not None else await _submit(request, cmd)
 
     return move_money
 
