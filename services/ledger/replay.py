@@ -238,21 +238,35 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def _hashed(ledger: str) -> Callable[[str, int], None]:
+def _hashed(ledger: str, say: Callable[[str], None] = _print) -> Callable[[str, int], None]:
     """Progress of a hash: each section as it is done (a large ledger takes a while)."""
 
     def section_done(name: str, records: int) -> None:
-        _print(f"  {ledger} {name}: {records} rows hashed")
+        say(f"  {ledger} {name}: {records} rows hashed")
 
     return section_done
 
 
 class Replay:
-    """One run: stop offsets, fresh ledger, the writer over the log, the hashes."""
+    """One run: stop offsets, fresh ledger, the writer over the log, the hashes.
 
-    def __init__(self, options: ReplayOptions, settings: LedgerSettings) -> None:
+    ``say`` gets the report's lines (printed by the command line); ``progress`` gets (commands
+    decided, commands to replay, seconds) about every 50 ms while the writer runs (the operator
+    API's job runner shows it).
+    """
+
+    def __init__(
+        self,
+        options: ReplayOptions,
+        settings: LedgerSettings,
+        *,
+        say: Callable[[str], None] = _print,
+        progress: Callable[[int, int, float], None] | None = None,
+    ) -> None:
         self.options = options
         self.settings = settings
+        self.say = say
+        self.progress = progress
         self.names = Topics(
             commands=topics.topic_name(topics.COMMANDS, options.topic_prefix),
             events=topics.topic_name(topics.EVENTS, options.topic_prefix),
@@ -308,7 +322,7 @@ class Replay:
         if mode == "live":
             if self.options.live_dsn is None:
                 raise Refused("--until-offsets live needs the live ledger (--live-dsn)")
-            _print("hashing the live ledger (one repeatable-read snapshot) ...")
+            self.say("hashing the live ledger (one repeatable-read snapshot) ...")
             live = await self._hash_live()
             wanted = live.offsets
         elif mode == "end":
@@ -331,7 +345,7 @@ class Replay:
         conn = await asyncpg.connect(self.options.live_dsn)
         try:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                return await hash_in_transaction(conn, _hashed("live"))
+                return await hash_in_transaction(conn, _hashed("live", self.say))
         finally:
             await conn.close()
 
@@ -361,7 +375,7 @@ class Replay:
             )
             consumer.assign(tps)
             total = sum(run.until.values())
-            _print(f"replaying {total} commands of {self.names.commands} up to {run.until}")
+            self.say(f"replaying {total} commands of {self.names.commands} up to {run.until}")
             started, cpu_started = time.monotonic(), own_cpu_seconds()
             await writer.on_partitions_assigned(tps)
             while not await self._applied_all(writer, run.until):
@@ -396,10 +410,12 @@ class Replay:
                 await asyncio.sleep(0.05)
                 done = self._position(writer, until)
                 now = time.monotonic()
+                if self.progress is not None:
+                    self.progress(done, total, now - started)
                 if now - last_report >= self.options.progress_seconds:
                     last_report = now
                     rate = done / (now - started)
-                    _print(f"  {done}/{total} commands, {rate:,.0f} commands/s")
+                    self.say(f"  {done}/{total} commands, {rate:,.0f} commands/s")
                 if done >= total:
                     stop.set()
             await loop  # raises what the writer's loop died of
@@ -421,8 +437,8 @@ class Replay:
     async def _hash_fresh(self, run: ReplayRun) -> None:
         conn = await asyncpg.connect(self.options.into_dsn)
         try:
-            _print("hashing the fresh ledger ...")
-            run.fresh = await state_hash(conn, _hashed("fresh"))
+            self.say("hashing the fresh ledger ...")
+            run.fresh = await state_hash(conn, _hashed("fresh", self.say))
         finally:
             await conn.close()
 
