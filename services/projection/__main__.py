@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
+import time
 
 import asyncpg
 from aiokafka import TopicPartition
 
-from projection import checkpoint
+from projection import checkpoint, rebuild
 from projection.app import build_app
 from projection.follower import Follower
 from projection.read_your_writes import AppliedPositions, EndOffsets, ReadYourWrites
@@ -128,20 +130,89 @@ async def run(settings: ProjectionSettings) -> None:
         raise SystemExit(1)
 
 
-async def _rebuild(settings: ProjectionSettings) -> None:
+async def _rebuild(settings: ProjectionSettings, rate: float | None) -> int:
+    """``python -m projection rebuild``: rebuild from ledger.events with progress lines, store
+    the result as the read model, compare it with the ledger; 1 on a difference, 2 refused."""
     conn = await asyncpg.connect(settings.pg_dsn)
     try:
-        await checkpoint.rebuild(conn)
+        if await rebuild.live_projection_connected(conn):
+            print(
+                "refused: a projection is running on this database (its checkpoint connection "
+                "is open); stop it first, or use the operator API's projection_rebuild job, "
+                "which compares without touching the read model",
+                file=sys.stderr,
+            )
+            return 2
+        last = 0.0
+
+        def report(progress: rebuild.RebuildProgress) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= 1.0 or progress.done == progress.total:
+                last = now
+                print(progress.line(), file=sys.stderr, flush=True)
+
+        rebuilt = await rebuild.rebuild_read_model(
+            dsn=settings.pg_dsn,
+            bootstrap=settings.kafka_bootstrap,
+            topic=topics.topic_name(topics.EVENTS, settings.topic_prefix),
+            rate=rate,
+            progress=report,
+        )
+        await rebuild.store_rebuilt(conn, rebuilt)
     finally:
         await conn.close()
-    print("read model cleared: the next start replays ledger.events from the beginning")
+    comparison = rebuilt.comparison
+    print(
+        f"read model rebuilt from {rebuilt.facts} facts in {rebuilt.seconds:.1f} s: "
+        f"{len(rebuilt.model.balances)} balances, {len(rebuilt.model.customers)} customers; "
+        "the next start continues from there"
+    )
+    if comparison.ok:
+        print(f"compared with the ledger: {comparison.balances} balances, no difference")
+        return 0
+    print(
+        f"DIFFERENT from the ledger: {comparison.differing} of {comparison.balances} balances; "
+        f"the first: {comparison.differences[0].line()}"
+    )
+    return 1
+
+
+def _rebuild_args(argv: list[str]) -> float | None:
+    parser = argparse.ArgumentParser(
+        prog="python -m projection rebuild",
+        description="Rebuild the read model from ledger.events (the projection stopped), "
+        "store it, and compare every balance with the ledger's posting at the same sequence.",
+    )
+    parser.add_argument("--rate", type=float, help="at most this many facts per second")
+    rate: float | None = parser.parse_args(argv).rate
+    if rate is not None and rate <= 0:
+        parser.error("--rate must be positive")
+    return rate
+
+
+def command_parser() -> argparse.ArgumentParser:
+    """``python -m projection [run]`` serves; ``rebuild`` has a parser of its own."""
+    parser = argparse.ArgumentParser(
+        prog="python -m projection",
+        description="The projection: follows ledger.events into the read model and answers "
+        "balance reads (settings WALLET_PROJECTION_*). Without a command it runs.",
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="follow ledger.events and serve balance reads (the default)")
+    commands.add_parser("rebuild", help="rebuild the read model (python -m projection rebuild -h)")
+    return parser
 
 
 def main() -> None:
+    if sys.argv[1:2] != ["rebuild"]:
+        # Only no command or `run` serves: --help, or a word that is not a command, must never
+        # start the service (it did: `python -m projection --help` started the projection).
+        command_parser().parse_args(sys.argv[1:])
     settings = load_settings(ProjectionSettings)
-    if sys.argv[1:] == ["rebuild"]:
-        asyncio.run(_rebuild(settings))
-        return
+    if sys.argv[1:2] == ["rebuild"]:
+        rate = _rebuild_args(sys.argv[2:])
+        sys.exit(asyncio.run(_rebuild(settings, rate)))
     install_uvloop()
     asyncio.run(run(settings))
 
