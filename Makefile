@@ -130,6 +130,8 @@ status:
 test: install
 	@bash deploy/local/postgres.sh start >/dev/null
 	@bash deploy/local/kafka.sh start >/dev/null
+	@bash deploy/local/chromium.sh install  # the operator console's browser tests
+	@bash deploy/local/promtool.sh install  # the alert rules' tests
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install

@@ -27,12 +27,23 @@ OPERATOR_API_OPS=http://127.0.0.1:${WALLET_OPERATOR_API_OPS_PORT:-18086}
 LEDGER_OPS=http://127.0.0.1:${WALLET_LEDGER_PORT:-18082}
 cli() { (cd "$REPO" && "$PYTHON" -m ledger.cli "$@"); }
 
-echo "== demo customer (through ledger.commands, like every write)"
-cli create-customer demo-1 --request-id demo-create
-cli open-balance demo-1 demo-1_USD USD --request-id demo-open-usd
-cli open-balance demo-1 demo-1_BTC BTC --request-id demo-open-btc
-cli deposit demo-1 demo-1_USD 1000.00 USD --request-id demo-fund-usd --comment "demo funding"
-cli deposit demo-1 demo-1_BTC 0.50000000 BTC --request-id demo-fund-btc --comment "demo funding"
+# Every operator API request is signed with an operator API key (x-api-public-key,
+# x-api-timestamp, x-api-signature), here by the Python client's one-request command.
+operator_api() { (cd "$REPO" && "$PYTHON" -m operator_client request --status "$@"); }
+# One operator write, shown as "METHOD PATH -> HTTP status body" on one line.
+operator_write() {
+    local answer
+    answer=$(operator_api "$@")
+    printf '  %s %s -> HTTP %s %s\n' "$1" "$2" "${answer##*$'\n'}" "${answer%$'\n'*}"
+}
+
+echo "== demo customer, through the operator API (signed with the admin key make run made; every"
+echo "   write goes through ledger.commands and is idempotent by its requestId)"
+operator_write POST /v1/customers '{"customerId":"demo-1","requestId":"demo-create"}'
+operator_write POST /v1/customers/demo-1/balances '{"balanceId":"demo-1_USD","currency":"USD","requestId":"demo-open-usd"}'
+operator_write POST /v1/customers/demo-1/balances '{"balanceId":"demo-1_BTC","currency":"BTC","requestId":"demo-open-btc"}'
+operator_write POST /v1/customers/demo-1/balances/demo-1_USD/deposits '{"requestId":"demo-fund-usd","amount":"1000.00","comment":"demo funding"}'
+operator_write POST /v1/customers/demo-1/balances/demo-1_BTC/deposits '{"requestId":"demo-fund-btc","amount":"0.50000000","comment":"demo funding"}'
 
 TOKEN=$(cli sign-token --private-key "$KEY" --audience sandbox)
 RID=demo-$(date +%s)
@@ -67,9 +78,6 @@ echo
 echo "== Quadcode: the website opens the trading room for demo-1 through the operator API"
 echo "   (on the first visit Quadcode answers 404 and the customer is registered there first)"
 ROOM_REQUEST='{"balance_id":"demo-1_USD","balance_currency_code":"USD","country_code":"DE","ip":"203.0.113.10","locale":"en_US","site_domain":"trade.example.com","email":"demo-1@example.com","first_name":"Demo"}'
-# Every operator API request is signed with an operator API key (x-api-public-key,
-# x-api-timestamp, x-api-signature), here by the Python client's one-request command.
-operator_api() { (cd "$REPO" && "$PYTHON" -m operator_client request --status "$@"); }
 echo "python -m operator_client request POST /v1/customers/demo-1/trading-room '$ROOM_REQUEST'"
 ROOM=$(operator_api POST /v1/customers/demo-1/trading-room "$ROOM_REQUEST")
 ROOM=${ROOM%$'\n'*}
@@ -97,8 +105,8 @@ cli show demo-1 demo-1_USD
 echo
 echo "== Exchange: demo-1 exchanges 20.00 USDT into BTC through the operator API, at Swapgate"
 echo "   (here the Swapgate simulator on $SWAPGATE; orders spend 1 s in each stage)"
-cli open-balance demo-1 demo-1_USDT USDT --request-id demo-open-usdt
-cli deposit demo-1 demo-1_USDT 1000.00 USDT --request-id demo-fund-usdt --comment "demo funding"
+operator_write POST /v1/customers/demo-1/balances '{"balanceId":"demo-1_USDT","currency":"USDT","requestId":"demo-open-usdt"}'
+operator_write POST /v1/customers/demo-1/balances/demo-1_USDT/deposits '{"requestId":"demo-fund-usdt","amount":"1000.00","comment":"demo funding"}'
 echo
 echo "== balances before the exchange:"
 cli statement demo-1 demo-1_USDT --limit 3
@@ -156,3 +164,43 @@ echo
 echo "== balances after the exchange (20.00 USDT out; the BTC paid out in):"
 cli statement demo-1 demo-1_USDT --limit 3
 cli statement demo-1 demo-1_BTC --limit 3
+
+echo
+echo "== the trial balance per currency, through the operator API (customer balances plus every"
+echo "   system account; each currency must sum to zero):"
+echo "python -m operator_client request GET /v1/trial-balance"
+operator_api GET /v1/trial-balance | "$PYTHON" -c '
+import json, sys
+text = sys.stdin.read().rsplit("\n", 1)[0]
+for c in json.loads(text)["currencies"]:
+    print(f"  {c['currency']:5} customers {c['customers']:>16}  total {c['total']:>12}  balanced: {c['balanced']}")'
+
+echo
+echo "== downstream accounting: the reference consumer's books (python -m accounting), built from"
+echo "   ledger.events alone; a trial balance of its general ledger, as of what it has booked:"
+for _ in $(seq 1 50); do
+    # Caught up when its lag gauge is zero on every partition.
+    LAG=$(curl -s "http://127.0.0.1:${WALLET_ACCOUNTING_PORT:-18092}/metrics" |
+        awk '/^accounting_lag_facts/ {s += $2} END {print s + 0}')
+    [[ $LAG == 0 ]] && break
+    sleep 0.2
+done
+(cd "$REPO" && "$PYTHON" -m accounting trial-balance)
+
+echo
+echo "== continuous reconciliation (python -m reconciler, every 10 s; its /ready, right now):"
+curl -s "http://127.0.0.1:${WALLET_RECONCILER_PORT:-18093}/ready" | "$PYTHON" -c '
+import json, sys
+body = json.load(sys.stdin)
+for name, ok in body["checks"].items():
+    status = body["details"].get(name, {}).get("status", "")
+    print(f"  {name:14} {\"ok\" if ok else \"MISMATCH\"}  {status}")' || echo "  (reconciler unreachable)"
+
+echo
+echo "== proofs:"
+echo "python -m operator_api audit verify   (the operator audit log's hash chain)"
+(cd "$REPO" && "$PYTHON" -m operator_api audit verify) | sed 's/^/  /'
+echo "python -m ledger.state_hash           (the ledger's canonical state hash; ledger.replay"
+echo "                                      re-runs ledger.commands into a fresh database and must"
+echo "                                      print the same one: see docs/replay.md)"
+(cd "$REPO" && "$PYTHON" -m ledger.state_hash) | sed 's/^/  /'

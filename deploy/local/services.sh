@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The wallet's own processes on this machine: edge, ledger, projection, the operator API, and the
-# Quadcode and Swapgate simulators standing in for Quadcode and Swapgate. Each runs in the
-# background with a pid file and a log under $WALLET_HOME.
+# The wallet's own processes on this machine: edge, ledger, projection, the operator API, the
+# reference accounting consumer, the reconciler, and the Quadcode and Swapgate simulators
+# standing in for Quadcode and Swapgate. Each runs in the background with a pid file and a log
+# under $WALLET_HOME.
 #
 #   deploy/local/services.sh {start|stop|status} [name...]
 #
@@ -28,8 +29,8 @@ QUADCODE_SIM_PORT=${QUADCODE_SIM_PORT:-18090}
 # Likewise the Swapgate simulator's, in WALLET_SWAPGATE_BASE_URL.
 SWAPGATE_SIM_PORT=${SWAPGATE_SIM_PORT:-18091}
 
-# name:module:port:ops port, where /ready is (start order; stop runs in reverse). The ledger and
-# the simulators serve /ready on their only port.
+# name:module:port:ops port, where /ready is (start order; stop runs in reverse). The ledger, the
+# accounting consumer, the reconciler and the simulators serve /ready on their only port.
 LEDGER_PORT=${WALLET_LEDGER_PORT:-18082}
 SERVICES=(
     "ledger:ledger:$LEDGER_PORT:$LEDGER_PORT"
@@ -38,6 +39,8 @@ SERVICES=(
     "quadcode-sim:simulators.quadcode:$QUADCODE_SIM_PORT:$QUADCODE_SIM_PORT"
     "swapgate-sim:simulators.swapgate:$SWAPGATE_SIM_PORT:$SWAPGATE_SIM_PORT"
     "operator-api:operator_api:${WALLET_OPERATOR_API_PORT:-18083}:${WALLET_OPERATOR_API_OPS_PORT:-18086}"
+    "accounting:accounting:${WALLET_ACCOUNTING_PORT:-18092}:${WALLET_ACCOUNTING_PORT:-18092}"
+    "reconciler:reconciler:${WALLET_RECONCILER_PORT:-18093}:${WALLET_RECONCILER_PORT:-18093}"
 )
 
 # A WALLET_ setting as the services see it: the environment wins over $WALLET_ENV_FILE.

@@ -110,6 +110,39 @@ _TABLE = (
         "markup_not_allowed", 403, "The exchange markup is outside the key's minMarkup..maxMarkup."
     ),
     ErrorCode("api_key_not_found", 404, "No such API key."),
+    # Reversals and four eyes on money moved by hand (docs/operator-api.md).
+    ErrorCode(
+        "entry_not_reversible",
+        409,
+        "Only a customer's deposit or withdrawal can be reversed (not a reversal, a trade or an"
+        " exchange).",
+    ),
+    ErrorCode(
+        "entry_already_reversed", 409, "The entry was reversed already; it is never reversed twice."
+    ),
+    ErrorCode("adjustment_not_found", 404, "No such pending adjustment."),
+    ErrorCode("adjustment_not_pending", 409, "The adjustment was approved or rejected already."),
+    ErrorCode(
+        "maker_cannot_approve", 403, "The key that asked for the adjustment can not approve it."
+    ),
+    ErrorCode("api_key_required", 403, "This request needs an authenticated operator API key."),
+    # Dead letters and operator jobs (docs/operator-jobs.md).
+    ErrorCode("dead_letter_not_found", 404, "No such record on the dead-letter topic."),
+    ErrorCode("dead_letter_redriven", 409, "The dead letter was redriven already."),
+    ErrorCode("dead_letter_discarded", 409, "The dead letter was discarded already."),
+    ErrorCode(
+        "dead_letter_outcome_stored",
+        409,
+        "The ledger stored an answer for this command's request; a redrive would only repeat it.",
+    ),
+    ErrorCode(
+        "dead_letter_undecodable",
+        409,
+        "The dead letter still does not decode; a redrive would only park it again.",
+    ),
+    ErrorCode("job_not_found", 404, "No such operator job."),
+    ErrorCode("job_already_active", 409, "A job of this type is queued or running already."),
+    ErrorCode("job_finished", 409, "The job has finished; it can not be cancelled."),
 )
 
 ERRORS: dict[str, ErrorCode] = {e.code: e for e in _TABLE}

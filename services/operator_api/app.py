@@ -12,8 +12,12 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from operator_api.adjustment_routes import add_adjustment_routes
 from operator_api.auth import operator_auth_middleware, operator_keys_context
+from operator_api.console_files import add_console_routes
+from operator_api.dead_letters import add_dead_letter_routes
 from operator_api.exchanges import add_exchange_routes
+from operator_api.jobs import add_job_routes
 from operator_api.key_routes import add_key_routes
 from operator_api.ledger_routes import add_ledger_routes
 from operator_api.settings import OperatorApiSettings
@@ -95,6 +99,11 @@ def build_app(settings: OperatorApiSettings) -> web.Application:
     app.cleanup_ctx.append(_gateway_client)
     add_exchange_routes(app, settings)
     add_ledger_routes(app, settings)
+    add_dead_letter_routes(app, settings)
+    add_job_routes(app, settings)
+    add_adjustment_routes(app, settings.four_eyes())
+    # The console's static files: public, outside /v1/, so the middleware does not guard them.
+    add_console_routes(app)
     return app
 
 

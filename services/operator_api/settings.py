@@ -11,6 +11,8 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from exchange.settings import ExchangeSettings
+from operator_api.four_eyes import FourEyesSettings
+from operator_api.job_settings import OperatorJobSettings
 from operator_api.key_settings import OperatorKeySettings
 from operator_api.ledger_settings import OperatorLedgerSettings
 from quadcode_gateway.settings import QuadcodeGatewaySettings
@@ -19,7 +21,12 @@ from wallet_platform.config import ENV_PREFIX, ConfigError
 
 
 class OperatorApiSettings(
-    OperatorKeySettings, OperatorLedgerSettings, ExchangeSettings, QuadcodeGatewaySettings
+    OperatorKeySettings,
+    OperatorLedgerSettings,
+    FourEyesSettings,
+    OperatorJobSettings,
+    ExchangeSettings,
+    QuadcodeGatewaySettings,
 ):
     """Where the operator API listens, how callers prove who they are, how to reach Quadcode, and
     (when ``WALLET_SWAPGATE_BASE_URL`` is set) how exchanges run: see

@@ -15,6 +15,7 @@ from ledger_core.errors import ERRORS
 from ledger_core.state import SYSTEM_KINDS
 from operator_api.settings import OperatorApiSettings
 from projection.settings import ProjectionSettings
+from reconciler.settings import ReconcilerSettings
 
 pytestmark = pytest.mark.unit
 
@@ -34,6 +35,7 @@ def test_every_setting_is_documented() -> None:
         OperatorApiSettings,
         AccountingSettings,
         RepublishSettings,
+        ReconcilerSettings,
     ):
         for name in cls.model_fields:
             assert f"`WALLET_{name.upper()}`" in README, name
