@@ -169,11 +169,10 @@ echo
 echo "== the trial balance per currency, through the operator API (customer balances plus every"
 echo "   system account; each currency must sum to zero):"
 echo "python -m operator_client request GET /v1/trial-balance"
-operator_api GET /v1/trial-balance | "$PYTHON" -c '
+(cd "$REPO" && "$PYTHON" -m operator_client request GET /v1/trial-balance 2>/dev/null) | "$PYTHON" -c '
 import json, sys
-text = sys.stdin.read().rsplit("\n", 1)[0]
-for c in json.loads(text)["currencies"]:
-    print(f"  {c['currency']:5} customers {c['customers']:>16}  total {c['total']:>12}  balanced: {c['balanced']}")'
+for c in json.load(sys.stdin)["currencies"]:
+    print("  {currency:5} customers {customers:>16}  total {total:>12}  balanced: {balanced}".format(**c))'
 
 echo
 echo "== downstream accounting: the reference consumer's books (python -m accounting), built from"
@@ -194,7 +193,7 @@ import json, sys
 body = json.load(sys.stdin)
 for name, ok in body["checks"].items():
     status = body["details"].get(name, {}).get("status", "")
-    print(f"  {name:14} {\"ok\" if ok else \"MISMATCH\"}  {status}")' || echo "  (reconciler unreachable)"
+    print("  {:14} {:9} {}".format(name, "ok" if ok else "MISMATCH", status))' || echo "  (reconciler unreachable)"
 
 echo
 echo "== proofs:"
