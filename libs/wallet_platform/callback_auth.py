@@ -216,6 +216,9 @@ class IpPolicy:
             ipaddress.ip_network(c, strict=False) for c in trusted_proxies
         ]
         self._allowed_cache: dict[Address, bool] = {}
+        # Peer addresses as the socket reported them (never text a caller wrote), parsed: the
+        # same few peers make nearly every request, and parsing one costs more than the lookup.
+        self._peers: dict[str, Address | None] = {}
         self._cache_size = cache_size
 
     @staticmethod
@@ -233,7 +236,13 @@ class IpPolicy:
         (at or right of it), makes the whole chain untrustworthy: None. Hops left of the caller
         are never read, since only the caller could have written them.
         """
-        address = parse_address(peer)
+        try:
+            address = self._peers[peer]
+        except KeyError:
+            address = parse_address(peer)
+            if len(self._peers) >= self._cache_size:
+                del self._peers[next(iter(self._peers))]  # the oldest: dicts keep insertion order
+            self._peers[peer] = address
         if address is None or not forwarded_for or not self._within(address, self._proxies):
             return address
         hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
@@ -266,3 +275,8 @@ class IpPolicy:
     def cached_addresses(self) -> int:
         """How many addresses' answers are cached (bounded by ``cache_size``)."""
         return len(self._allowed_cache)
+
+    @property
+    def cached_peers(self) -> int:
+        """How many parsed peer addresses are cached (bounded by ``cache_size``)."""
+        return len(self._peers)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -76,6 +77,11 @@ class CommandBus:
         self._tp = TopicPartition(replies_topic, reply_partition)
         self._pending: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
         self._task: asyncio.Task[None] | None = None
+        # Command ids: a random prefix per bus and a counter. Unique for as long as a reply can
+        # come (a new bus starts at the end of its reply partition), and a counter costs far
+        # less per command than a fresh UUID.
+        self._id_prefix = uuid.uuid4().hex[:16] + "-"
+        self._ids = itertools.count()
 
     async def start(self) -> None:
         """Start reading replies from the end of our partition (earlier replies are not ours)."""
@@ -114,35 +120,37 @@ class CommandBus:
         :class:`OutcomeTimeout` when it did but no outcome came, and the ``KafkaError`` of a
         delivery that failed before the outcome came.
         """
-        command_id = uuid.uuid4().hex
+        command_id = f"{self._id_prefix}{next(self._ids):x}"
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         self._pending[command_id] = future
         started = time.perf_counter()
-        deadline = loop.time() + wait_seconds
+        queued = False
         try:
-            try:
-                # Cancelling the send itself (not its delivery) takes the command back.
-                async with asyncio.timeout_at(deadline):
-                    delivery = await self._producer.send(
-                        self._commands_topic,
-                        encode(cmd, Envelope(command_id, self._tp.partition)),
-                        key=cmd.customer_id.encode(),
-                    )
-            except (TimeoutError, KafkaTimeoutError):  # ours, or the producer's own (10 s)
+            # One deadline over both steps (one timer per command): cancelling the send itself
+            # (not its delivery) takes the command back, so which step it ended tells
+            # CommandNotQueued from OutcomeTimeout.
+            async with asyncio.timeout_at(loop.time() + wait_seconds):
+                delivery = await self._producer.send(
+                    self._commands_topic,
+                    encode(cmd, Envelope(command_id, self._tp.partition)),
+                    key=cmd.customer_id.encode(),
+                )
+                queued = True
+                delivery.add_done_callback(lambda d: self._delivery_failed(d, future))
+                outcome = await future
+        except (TimeoutError, KafkaTimeoutError) as exc:  # ours, or the producer's own (10 s)
+            if not queued:
                 raise CommandNotQueued(
                     f"Kafka did not take the command within {wait_seconds:.1f}s"
                 ) from None
-            delivery.add_done_callback(lambda d: self._delivery_failed(d, future))
-            try:
-                async with asyncio.timeout_at(deadline):
-                    outcome = await future
-            except TimeoutError:
+            if isinstance(exc, TimeoutError):
                 raise OutcomeTimeout(f"no outcome within {wait_seconds:.1f}s") from None
-            COMMAND_SECONDS.observe(time.perf_counter() - started)
-            return outcome
+            raise  # a delivery that failed: the KafkaError, as any other
         finally:
             self._pending.pop(command_id, None)
+        COMMAND_SECONDS.observe(time.perf_counter() - started)
+        return outcome
 
     @staticmethod
     def _delivery_failed(

@@ -44,6 +44,21 @@ READINESS = web.AppKey("readiness", list[ReadinessCheck])
 OPERATIONS = web.AppKey("operations", web.Application)
 """The operational app of a public app (see :func:`add_operational_app`)."""
 
+
+@dataclass(frozen=True, slots=True)
+class LowLevelHandler:
+    """A public port served by aiohttp's low-level server: ``handle`` answers every request of
+    the port in place of the app's router and middlewares, on requests ``make_request`` makes.
+    The app still owns the resources' lifetime (cleanup contexts) and the operational port."""
+
+    handle: Callable[[BaseRequest], Awaitable[StreamResponse]]
+    make_request: Callable[..., BaseRequest]
+
+
+LOW_LEVEL_HANDLER = web.AppKey("low_level_handler", LowLevelHandler)
+"""Set on a public app whose port is served by a :class:`LowLevelHandler` (the edge: its
+routes are few and hot, and aiohttp's router and middleware chain cost more than they do)."""
+
 READY_INTERVAL: Final = 1.0
 """Seconds a /ready answer is reused after its round of checks ended."""
 
@@ -424,6 +439,12 @@ async def serve_until_signalled(
             await runner.setup()
             runners.append(runner)
             assert runner.server is not None
+            low_level = served.get(LOW_LEVEL_HANDLER)
+            if low_level is not None:
+                # The runner's server keeps its connections, limits and graceful shutdown; only
+                # what answers a request changes.
+                runner.server.request_handler = low_level.handle
+                runner.server.request_factory = low_level.make_request
             listener = _Listener(runner.server, limits, name, loop)
             await _LimitedSite(runner, host, at_port, listener, reuse_port=reuse).start()
             log.info("listening", host=host, port=at_port, listener=name)

@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from edge.app import BUS, SETTINGS, debit
+from edge.app import CallbackRoutes
 from edge.settings import EdgeSettings
+from wallet_platform.callback_auth import IpPolicy, TokenVerifier
 from wallet_platform.command_bus import CommandNotQueued, OutcomeTimeout
 from wallet_platform.health import task_check
 
@@ -36,19 +37,17 @@ class Bus:
 
 
 async def debit_answer(error: Exception) -> tuple[int, str]:
-    app = web.Application()
-    app[BUS] = Bus(error)  # type: ignore[assignment]
-    app[SETTINGS] = EdgeSettings.model_construct(edge_outcome_timeout_ms=2000)
-    request = make_mocked_request(
-        "POST", "/v1/customers/c-1/balances/c-1_USD/debit",
-        match_info={"customer_id": "c-1", "balance_id": "c-1_USD"}, app=app,
-    )  # fmt: skip
+    settings = EdgeSettings.model_construct(edge_outcome_timeout_ms=2000, edge_max_body_bytes=8192)
+    verifier = TokenVerifier([], audience="sandbox")  # never asked: money() comes after auth
+    routes = CallbackRoutes(settings, verifier, IpPolicy(["127.0.0.1/32"]))
+    routes.bus = Bus(error)  # type: ignore[assignment]
+    request = make_mocked_request("POST", "/v1/customers/c-1/balances/c-1_USD/debit")
 
     async def read() -> bytes:
         return BODY
 
     request.read = read  # type: ignore[method-assign]
-    answer = await debit(request)
+    answer = await routes.money(request, "debit", "c-1", "c-1_USD")
     assert isinstance(answer, web.Response) and answer.body is not None
     return answer.status, orjson.loads(answer.body)["error"]
 

@@ -234,6 +234,19 @@ def test_the_allow_cache_is_bounded_and_keeps_answering() -> None:
     assert policy.allowed(addresses[0]) and not policy.allowed(outside[0])  # evicted, recomputed
 
 
+def test_the_parsed_peer_cache_is_bounded_and_keeps_answering() -> None:
+    policy = IpPolicy(["10.0.0.0/8"], ["10.9.0.0/16"], cache_size=16)
+    peers = [f"10.0.{i // 256}.{i % 256}" for i in range(1000)]
+    assert [policy.client_ip(p) for p in peers] == [ipaddress.IPv4Address(p) for p in peers]
+    assert policy.client_ip("not an address") is None
+    assert policy.cached_peers == 16
+    # Evicted, parsed again; and a cached proxy peer still reads X-Forwarded-For every time.
+    assert policy.client_ip(peers[0]) == ipaddress.IPv4Address(peers[0])
+    assert policy.client_ip("10.9.0.1", ["10.0.0.7"]) == ipaddress.IPv4Address("10.0.0.7")
+    assert policy.client_ip("10.9.0.1", ["10.0.0.8"]) == ipaddress.IPv4Address("10.0.0.8")
+    assert policy.client_ip("10.9.0.1", ["junk"]) is None
+
+
 # -- tokens: time claims and audience ------------------------------------------------------------
 
 
