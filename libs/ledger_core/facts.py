@@ -9,12 +9,15 @@ facts are in one partition, in order.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from ledger_core.chain import ChainLink
 from ledger_core.decide import (
     BalanceState,
     BlockChange,
@@ -45,9 +48,16 @@ def iso_time(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
-def facts_for(decision: Decision, partition: int, occurred_at_ms: int) -> list[Fact]:
-    """The facts a decision's effects produce, in order."""
+def facts_for(
+    decision: Decision,
+    partition: int,
+    occurred_at_ms: int,
+    chain: Mapping[uuid.UUID, ChainLink] | None = None,
+) -> list[Fact]:
+    """The facts a decision's effects produce, in order. ``chain``: each entry's place in its
+    partition's hash chain (``ledger_core.chain``), carried by the entry's fact."""
     out: list[Fact] = []
+    chain = chain or {}
     occurred_at = iso_time(occurred_at_ms)
     for effect in decision.effects:
         body: dict[str, Any]
@@ -76,6 +86,7 @@ def facts_for(decision: Decision, partition: int, occurred_at_ms: int) -> list[F
                     for p in effect.postings
                 ],
             }
+            _add_link(body, chain.get(effect.entry_id))
         elif isinstance(effect, NewAccount):
             event_id = stable_id("fact", "balance.opened", str(effect.account_id))
             body = {
@@ -108,6 +119,8 @@ def facts_for(decision: Decision, partition: int, occurred_at_ms: int) -> list[F
             }
         elif isinstance(effect, ReservationReleased):
             event_id, body = _released(effect)
+            if effect.entry is not None:
+                _add_link(body, chain.get(effect.entry.entry_id))
         else:
             assert isinstance(effect, BlockChange)
             kind = "customer.blocked" if effect.blocked else "customer.unblocked"
@@ -124,6 +137,15 @@ def facts_for(decision: Decision, partition: int, occurred_at_ms: int) -> list[F
         }
         out.append(Fact(event, body["customer_id"], orjson.dumps(payload)))
     return out
+
+
+def _add_link(body: dict[str, Any], link: ChainLink | None) -> None:
+    """An entry fact's place in the chain: a consumer checks the links it receives and can
+    recompute ``entry_hash`` from the fact (``docs/tamper-evidence.md``)."""
+    if link is not None:
+        body["chain_seq"] = link.seq
+        body["prev_hash"] = link.prev_hash.hex()
+        body["entry_hash"] = link.entry_hash.hex()
 
 
 def _balance(state: BalanceState) -> dict[str, Any]:
@@ -161,6 +183,7 @@ def _released(effect: ReservationReleased) -> tuple[Any, dict[str, Any]]:
     target = entry.target_currency
     body.update(
         entry_id=str(entry.entry_id),
+        comment=entry.comment,
         target_balance_id=entry.target_balance_id,
         target_currency_code=target,
         paid=format_amount(entry.paid, target),

@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from accounting import store
 from ledger_books.books import Books, Delivered
+from ledger_books.chain import ChainFollower, Link
 from ledger_books.reading import UnreadableFact, read_fact
 from wallet_platform.backoff import Backoff
 
@@ -50,6 +51,13 @@ WRITE_FAILURES = Counter(
 )
 LAG_FACTS = Gauge(
     "accounting_lag_facts", "Facts in ledger.events not yet read by the books", ["partition"]
+)
+CHAIN_BREAKS = Counter(
+    "accounting_chain_breaks_total",
+    "Entry facts whose hash or link to the previous entry does not hold (docs/tamper-evidence.md)",
+)
+CHAIN_BROKEN = Gauge(
+    "accounting_chain_broken", "1 once an entry fact broke its partition's hash chain"
 )
 LAG_SECONDS = Histogram(
     "accounting_lag_seconds",
@@ -78,6 +86,9 @@ class Bookkeeper(ConsumerRebalanceListener):  # type: ignore[misc]
         self.backoff = backoff
         self.conn = conn
         self.books = Books()
+        # Checks the hash chain of the entry facts as they arrive (memory only: a restart
+        # checks the links from the first fact it reads).
+        self.chain = ChainFollower()
         self.stored: dict[int, int] = {}  # partition -> Kafka position stored with the books
         self.read_to: dict[int, int] = {}  # partition -> the offset after the last fact read
         self._reload = True  # the books in memory must be read from Postgres before booking
@@ -106,6 +117,7 @@ class Bookkeeper(ConsumerRebalanceListener):  # type: ignore[misc]
             "postgres": self.connected,
             "following": bool(self.consumer.assignment()),
             "no_gap": self.books.parked_count == 0,
+            "chain_intact": self.chain.intact,
         }
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -166,6 +178,7 @@ class Bookkeeper(ConsumerRebalanceListener):  # type: ignore[misc]
         now = time.time()
         for tp, messages in records.items():
             for msg in messages:
+                self._follow_chain(tp.partition, msg.offset, msg.value)
                 try:
                     fact = read_fact(msg.value)
                 except UnreadableFact as exc:
@@ -212,6 +225,25 @@ class Bookkeeper(ConsumerRebalanceListener):  # type: ignore[misc]
         if released:
             log.info("gap_healed", released=released)
         self._publish_gauges()
+
+    def _follow_chain(self, partition: int, offset: int, payload: bytes) -> None:
+        """Check an entry fact's hash and its link; a break is counted, logged and makes the
+        consumer not ready (the books still book: the chain is evidence, not a gate)."""
+        try:
+            check = self.chain.offer_payload(payload)
+        except ValueError:
+            return  # not JSON: read_fact reports it
+        if check is not None and check.link is Link.BROKEN:
+            CHAIN_BREAKS.inc()
+            CHAIN_BROKEN.set(1)
+            log.error(
+                "entry_chain_broken",
+                at=f"{partition}:{offset}",
+                ledger_partition=check.partition,
+                chain_seq=check.chain_seq,
+                entry_id=check.entry_id,
+                reason=check.reason,
+            )
 
     def _publish_gauges(self) -> None:
         PARKED.set(self.books.parked_count)

@@ -153,18 +153,22 @@ def audit(dsn: str | None, as_json: bool) -> None:
 @click.option("--expect", help="Exit 1 unless the state hash is this one.")
 @JSON_OPTION
 def verify(dsn: str | None, expect: str | None, as_json: bool) -> None:
-    """The ledger's canonical state hash (python -m ledger.state_hash) and the operator audit
-    log's hash chain (python -m operator_api audit verify). Exit 1 on a broken chain or an
-    unexpected hash."""
+    """The ledger's canonical state hash (python -m ledger.state_hash), the journal's hash
+    chains (python -m ledger.chain verify) and the operator audit log's hash chain (python -m
+    operator_api audit verify). Exit 1 on a broken chain or an unexpected hash."""
     import asyncpg
 
+    from ledger.chain import verify_chains
     from ledger.state_hash import state_hash
     from operator_api.audit import verify_chain
 
-    async def go(section_done: Callable[[str, int], None]) -> tuple[Any, Any]:
+    async def go(section_done: Callable[[str, int], None]) -> tuple[Any, Any, Any]:
         conn = await asyncpg.connect(_dsn(dsn))
         try:
-            return await state_hash(conn, section_done), await verify_chain(conn)
+            digest = await state_hash(conn, section_done)
+            entries = await verify_chains(conn)
+            section_done("journal chain", entries.entries)
+            return digest, entries, await verify_chain(conn)
         finally:
             await conn.close()
 
@@ -173,13 +177,19 @@ def verify(dsn: str | None, expect: str | None, as_json: bool) -> None:
         def section_done(name: str, records: int) -> None:
             bar.advance(f"{name}: {records} rows")
 
-        digest, chain = asyncio.run(go(section_done))
+        digest, entries, chain = asyncio.run(go(section_done))
+    broken = entries.first_break
     matches = expect is None or expect.lower() == digest.digest
     report = {
         "state_hash": digest.digest,
         "counts": dict(digest.counts),
         "expected": expect,
         "state_hash_matches": matches,
+        "journal_chain": {
+            "intact": entries.intact,
+            "entries": entries.entries,
+            "first_break": None if broken is None else broken.describe(),
+        },
         "audit_chain": {
             "intact": chain.intact,
             "checked": chain.checked,
@@ -193,11 +203,15 @@ def verify(dsn: str | None, expect: str | None, as_json: bool) -> None:
         click.echo(f"state hash {digest.describe()}")
         if not matches:
             click.echo(f"MISMATCH: expected {expect}")
+        if broken is None:
+            click.echo(f"journal chain intact ({entries.entries} entries)")
+        else:
+            click.echo(f"journal chain {broken.describe()}")
         if chain.intact:
             click.echo(f"audit chain intact ({chain.checked} records)")
         else:
             click.echo(f"audit chain BROKEN at record {chain.broken_seq}: {chain.reason}")
-    sys.exit(0 if matches and chain.intact else 1)
+    sys.exit(0 if matches and chain.intact and entries.intact else 1)
 
 
 def _since(value: str | None) -> datetime | None:

@@ -84,10 +84,13 @@ BEGIN
        AND lp.next_offset = x.expected_offset AND lp.chain_seq = x.expected_chain_seq;
     GET DIAGNOSTICS fenced = ROW_COUNT;
     IF fenced <> cardinality(in_cursors) THEN
+        -- Epoch and offsets as expected: then the chain's head is not (memory went astray).
         RAISE EXCEPTION 'writer fenced: %',
-            ledger_fencing_detail(ARRAY(SELECT x.partition FROM unnest(in_cursors) x),
-                                  ARRAY(SELECT x.expected_offset FROM unnest(in_cursors) x),
-                                  ARRAY(SELECT x.epoch FROM unnest(in_cursors) x))
+            coalesce(ledger_fencing_detail(ARRAY(SELECT x.partition FROM unnest(in_cursors) x),
+                                           ARRAY(SELECT x.expected_offset
+                                                   FROM unnest(in_cursors) x),
+                                           ARRAY(SELECT x.epoch FROM unnest(in_cursors) x)),
+                     'the entry chain''s head is not at the writer''s expected chain_seq')
             USING ERRCODE = 'LF001';
     END IF;
 
