@@ -85,11 +85,14 @@ def exchange_env(stack: Stack, swapgate: str) -> dict[str, str]:
     }
 
 
-async def start_operator_api(stack: Stack, swapgate: str, directory: Path) -> Service:
+async def start_operator_api(
+    stack: Stack, swapgate: str, directory: Path, **extra_env: str
+) -> Service:
     """The operator API with exchanges on, added to ``stack`` as ``operator_api``, started and
     ready. Its Quadcode gateway settings are required but unused here. The website's key (an
     admin key made with the bootstrap CLI) is in the credentials file named by the service's
-    ``WALLET_OPERATOR_CREDENTIALS`` (a setting the service itself ignores)."""
+    ``WALLET_OPERATOR_CREDENTIALS`` (a setting the service itself ignores). ``extra_env``:
+    more WALLET_ settings of this process (a setting made here already is a TypeError)."""
     generate_keypair(directory / "ours-private.pem", directory / "ours-public.pem")
     env = exchange_env(stack, swapgate) | {
         "WALLET_OPERATOR_MASTER_KEYS_FILE": str(write_master_keys(directory)),
@@ -99,7 +102,7 @@ async def start_operator_api(stack: Stack, swapgate: str, directory: Path) -> Se
         "WALLET_QUADCODE_ENVIRONMENT": "sandbox",
         "WALLET_QUADCODE_PRIVATE_KEY_PATH": str(directory / "ours-private.pem"),
     }
-    service = stack.add("operator_api", "WALLET_OPERATOR_API_PORT", **env)
+    service = stack.add("operator_api", "WALLET_OPERATOR_API_PORT", **env, **extra_env)
     create_key(
         service.env, directory / "operator-credentials.json", base_url=service.url, name="website"
     )

@@ -143,6 +143,11 @@ _TABLE = (
     ErrorCode("job_not_found", 404, "No such operator job."),
     ErrorCode("job_already_active", 409, "A job of this type is queued or running already."),
     ErrorCode("job_finished", 409, "The job has finished; it can not be cancelled."),
+    ErrorCode(
+        "reconciler_unreachable",
+        503,
+        "The reconciler did not answer, or answered something that is not its report.",
+    ),
 )
 
 ERRORS: dict[str, ErrorCode] = {e.code: e for e in _TABLE}

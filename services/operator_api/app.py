@@ -20,6 +20,7 @@ from operator_api.exchanges import add_exchange_routes
 from operator_api.jobs import add_job_routes
 from operator_api.key_routes import add_key_routes
 from operator_api.ledger_routes import add_ledger_routes
+from operator_api.reconciliation import add_reconciliation_routes
 from operator_api.settings import OperatorApiSettings
 from operator_api.trading_room import (
     OUTCOMES,
@@ -102,6 +103,7 @@ def build_app(settings: OperatorApiSettings) -> web.Application:
     add_dead_letter_routes(app, settings)
     add_job_routes(app, settings)
     add_adjustment_routes(app, settings.four_eyes())
+    add_reconciliation_routes(app, settings)
     # The console's static files: public, outside /v1/, so the middleware does not guard them.
     add_console_routes(app)
     return app

@@ -15,6 +15,7 @@ from operator_api.four_eyes import FourEyesSettings
 from operator_api.job_settings import OperatorJobSettings
 from operator_api.key_settings import OperatorKeySettings
 from operator_api.ledger_settings import OperatorLedgerSettings
+from operator_api.reconciliation import OperatorReconciliationSettings
 from quadcode_gateway.settings import QuadcodeGatewaySettings
 from quadcode_gateway.tokens import KeyFileError, TokenSigner
 from wallet_platform.config import ENV_PREFIX, ConfigError
@@ -25,6 +26,7 @@ class OperatorApiSettings(
     OperatorLedgerSettings,
     FourEyesSettings,
     OperatorJobSettings,
+    OperatorReconciliationSettings,
     ExchangeSettings,
     QuadcodeGatewaySettings,
 ):

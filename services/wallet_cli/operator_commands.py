@@ -331,6 +331,15 @@ def trial_balance(ctx: click.Context) -> None:
     send_and_show(ctx, ApiRequest("GET", "/v1/trial-balance"))
 
 
+@click.command("reconciliation", context_settings=CONTEXT)
+@api_options
+@click.pass_context
+def reconciliation(ctx: click.Context) -> None:
+    """The running reconciler's last round through the API: each check and its first
+    difference (`wallet reconcile` runs a round here instead)."""
+    send_and_show(ctx, ApiRequest("GET", "/v1/reconciliation"))
+
+
 def register_operator_commands(cli: click.Group) -> None:
     """Add the operator API subcommands to ``wallet``."""
     for command in (
@@ -340,6 +349,7 @@ def register_operator_commands(cli: click.Group) -> None:
         statement,
         entry,
         trial_balance,
+        reconciliation,
         request,
         dead_letters,
         jobs,

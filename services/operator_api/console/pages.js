@@ -451,6 +451,77 @@ export async function trialBalancePage(ctx) {
   );
 }
 
+// ---- reconciliation: the reconciler's last round -------------------------------------------
+
+const DIFFERENCE_FIELDS = new Set(["reason", "expected", "found"]);
+
+/** A check's first difference as one line: why, where, expected against found. */
+function differenceText(difference) {
+  const where = Object.entries(difference)
+    .filter(([key]) => !DIFFERENCE_FIELDS.has(key))
+    .map(([key, value]) => `${key}=${value}`)
+    .join(" ");
+  return `${difference.reason}: ${where}: expected ${difference.expected}, found ${difference.found}`;
+}
+
+function reconciliationReport(report) {
+  // "fresh" is not a comparison: it says whether the rounds themselves are recent.
+  const names = Object.keys(report.checks).filter((name) => name !== "fresh");
+  return h(
+    "div",
+    {},
+    facts([
+      [
+        "Ready",
+        h("span", { class: report.ready ? "badge active" : "badge blocked", "data-testid": "reconciliation-ready" },
+          report.ready ? "Yes: every check passed" : "No"),
+      ],
+      ["Last round ended", report.lastRunAt ?? "no round yet"],
+      ["Rounds", report.checks.fresh ? "recent" : "STALE: no round ended recently"],
+    ]),
+    names.length === 0
+      ? h("p", {}, "No round has ended yet.")
+      : table(
+          "Checks of the last round",
+          ["Check", "Result", "Status", "Measured", "First difference"],
+          names.map((name) => {
+            const { status, difference, ...figures } = report.details[name] ?? {};
+            const ok = report.checks[name];
+            return [
+              name,
+              h("span", { class: ok ? "badge active" : "badge blocked", "data-testid": `check-${name}` },
+                ok ? "ok" : "MISMATCH"),
+              status ?? "—",
+              Object.entries(figures).map(([key, value]) => `${key}=${value}`).join(" ") || "—",
+              difference ? h("code", { "data-testid": `difference-${name}` }, differenceText(difference)) : "—",
+            ];
+          }),
+          { id: "reconciliation-checks" },
+        ),
+  );
+}
+
+export async function reconciliationPage(ctx) {
+  const title = "Reconciliation";
+  // Read on demand, not polled: every signed read is audited, and a console left open must not
+  // fill the audit log. The reconciler answers from its last round, so a read costs nothing.
+  const refresh = h("button", { type: "button" }, "Refresh");
+  refresh.addEventListener("click", () => {
+    if (ctx.current()) reconciliationPage(ctx);
+  });
+  replace(ctx.view, heading(ctx, title), h("p", { class: "muted", role: "status" }, "Loading…"));
+  let report;
+  try {
+    report = await ctx.session.get("/v1/reconciliation");
+  } catch (error) {
+    if (ctx.current()) replace(ctx.view, heading(ctx, title), errorBox(error), h("p", {}, refresh));
+    return;
+  }
+  if (!ctx.current()) return;
+  const read = h("p", { class: "muted", role: "status" }, `Read at ${new Date().toISOString()}`);
+  replace(ctx.view, heading(ctx, title), read, reconciliationReport(report), h("p", {}, refresh));
+}
+
 // ---- adjustments awaiting approval (four eyes) --------------------------------------------
 
 export async function adjustmentsPage(ctx) {
