@@ -199,6 +199,8 @@ echo
 echo "== proofs:"
 echo "python -m operator_api audit verify   (the operator audit log's hash chain)"
 (cd "$REPO" && "$PYTHON" -m operator_api audit verify) | sed 's/^/  /'
+echo "python -m ledger.chain verify         (every journal entry's hash, chained per partition)"
+(cd "$REPO" && "$PYTHON" -m ledger.chain verify) | sed 's/^/  /'
 echo "python -m ledger.state_hash           (the ledger's canonical state hash; ledger.replay"
 echo "                                      re-runs ledger.commands into a fresh database and must"
 echo "                                      print the same one: see docs/replay.md)"
