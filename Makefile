@@ -18,9 +18,9 @@ help:
 	@echo "make status  what is running"
 	@echo "make test    the whole suite against real Postgres and Kafka (started if needed)"
 	@echo "make lint    ruff and mypy"
-	@echo "make bench   the callback benchmark (see README)"
+	@echo "make bench   the callback benchmark (see docs/performance.md)"
 	@echo "make bench-compare  the product and the naive wallet of ../shared side by side, in one"
-	@echo "             sitting; options in BENCH_COMPARE_ARGS (see README)"
+	@echo "             sitting; options in BENCH_COMPARE_ARGS (see docs/performance.md)"
 	@echo "make reset   stop everything and wipe local data"
 
 # The virtualenv, reinstalled when the dependencies or the set of packages change.
@@ -57,9 +57,9 @@ $(KEYS)/%-private.pem:
 $(KEYS)/%-public.pem: $(KEYS)/%-private.pem
 	@openssl ec -in $< -pubout -out $@ 2>/dev/null
 
-# The master key that encrypts operator API key secrets at rest (Fernet; see README: Operator API
-# keys). Rotation: put a new key on the first line, `python -m operator_api master rotate`, then
-# remove the old line.
+# The master key that encrypts operator API key secrets at rest (Fernet; see
+# docs/operator-keys.md). Rotation: put a new key on the first line, `python -m operator_api
+# master rotate`, then remove the old line.
 $(KEYS)/operator-master-keys: $(VENV)/.installed
 	@mkdir -p $(@D)
 	@test -s $@ || (umask 077 && $(PY) -m operator_api master new > $@)
@@ -81,7 +81,7 @@ $(WALLET_HOME)/wallet.env: Makefile $(KEYS)/quadcode-private.pem $(KEYS)/quadcod
 		$(KEYS)/client-private.pem $(KEYS)/client-public.pem $(KEYS)/operator-master-keys \
 		$(KEYS)/swapgate-api-public-key $(KEYS)/swapgate-api-secret-key
 	@printf '%s\n' \
-	  "# Local settings for make run (see README: Configuration, Quadcode integration)." \
+	  "# Local settings for make run (see docs/configuration.md, docs/quadcode-integration.md)." \
 	  "WALLET_QUADCODE_PUBLIC_KEY_FILES=$(KEYS)/quadcode-public.pem" \
 	  "WALLET_ENVIRONMENT=sandbox" \
 	  "# Our calls to Quadcode's gateway; locally the simulator plays Quadcode." \
@@ -90,7 +90,7 @@ $(WALLET_HOME)/wallet.env: Makefile $(KEYS)/quadcode-private.pem $(KEYS)/quadcod
 	  "WALLET_QUADCODE_ENVIRONMENT=sandbox" \
 	  "WALLET_QUADCODE_PRIVATE_KEY_PATH=$(KEYS)/client-private.pem" \
 	  "WALLET_OPERATOR_MASTER_KEYS_FILE=$(KEYS)/operator-master-keys" \
-	  "# Exchanges through Swapgate (see README: Exchange); locally the Swapgate simulator." \
+	  "# Exchanges through Swapgate (see docs/exchange.md); locally the Swapgate simulator." \
 	  "WALLET_SWAPGATE_BASE_URL=$(SWAPGATE_SIM_URL)" \
 	  "WALLET_SWAPGATE_PUBLIC_KEY=$$(cat $(KEYS)/swapgate-api-public-key)" \
 	  "WALLET_SWAPGATE_SECRET_KEY_FILE=$(KEYS)/swapgate-api-secret-key" \

@@ -1,6 +1,6 @@
 """Every error the wallet answers with: code, HTTP status and meaning. One table, used everywhere.
 
-The README's error table is generated from (and tested against) this module.
+The error table in docs/errors.md is tested against this module (tests/unit/test_docs.py).
 """
 
 from __future__ import annotations

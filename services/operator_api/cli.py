@@ -53,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m operator_api",
         description="The operator API. Without a command: serve it. Settings come from WALLET_* "
-        "(see README: Configuration; the commands need WALLET_PG_DSN and the master keys).",
+        "(see docs/configuration.md; the commands need WALLET_PG_DSN and the master keys).",
     )
     groups = top.add_subparsers(dest="group", metavar="{keys,master,audit}")
     keys = groups.add_parser("keys", help="create, list, deactivate and check API keys")

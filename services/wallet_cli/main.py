@@ -48,7 +48,7 @@ def cli() -> None:
     through the signed operator API, audit, verify, replay, republish, keys, exchanges, bench.
 
     Settings come from WALLET_* environment variables (or the file WALLET_ENV_FILE names); see
-    the README's Configuration table. Every subcommand has --help.
+    docs/configuration.md. Every subcommand has --help.
     """
 
 
