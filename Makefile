@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help install infra migrate keys operator-admin-key run stop status test test-unit lint bench bench-compare \
-	clean reset
+	clean reset test-image
 
 export WALLET_HOME ?= $(CURDIR)/.run
 VENV := $(CURDIR)/.venv
@@ -17,6 +17,8 @@ help:
 	@echo "make stop    stop the services, Kafka and Postgres (by pid)"
 	@echo "make status  what is running"
 	@echo "make test    the whole suite against real Postgres and Kafka (started if needed)"
+	@echo "make test-image  build the service image with buildah (no registry needed; root; minutes"
+	@echo "             when cold) and start a service from it (docs/deployment.md)"
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   the callback benchmark (see docs/performance.md)"
 	@echo "make bench-compare  the product and the naive wallet of ../shared side by side, in one"
@@ -136,6 +138,12 @@ test: install
 
 test-unit: install
 	@$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+# Not part of make test: a cold build (the Debian base from the mirror) takes about 5 minutes.
+test-image: install
+	@bash deploy/local/postgres.sh start >/dev/null
+	@bash deploy/local/kafka.sh start >/dev/null
+	@$(PY) -m pytest -m image tests/e2e/test_container_image.py $(PYTEST_ARGS)
 
 lint: install
 	@$(VENV)/bin/ruff check .
