@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import aiohttp
 import asyncpg
@@ -28,6 +29,11 @@ from wallet_platform.schema import migrate
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get("WALLET_TEST_PG_DSN", "postgresql://wallet@127.0.0.1:25432/wallet")
 KAFKA = os.environ.get("WALLET_TEST_KAFKA", "127.0.0.1:29092")
+# The producer the services (and the command bus under test) send with: the suite runs with
+# aiokafka; WALLET_TEST_KAFKA_PRODUCER=librdkafka runs it again with the other one.
+KAFKA_PRODUCER: Literal["aiokafka", "librdkafka"] = (
+    "librdkafka" if os.environ.get("WALLET_TEST_KAFKA_PRODUCER") == "librdkafka" else "aiokafka"
+)
 
 
 def ensure_infrastructure() -> None:
@@ -210,6 +216,7 @@ class Stack:
             WALLET_QUADCODE_PUBLIC_KEY_FILES=str(key_file),
             WALLET_ENVIRONMENT="sandbox",
             WALLET_LOG_LEVEL="INFO",
+            WALLET_KAFKA_PRODUCER=KAFKA_PRODUCER,
         )
         env.update(self.extra_env)
         return env

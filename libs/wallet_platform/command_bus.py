@@ -32,8 +32,8 @@ from prometheus_client import Histogram
 from ledger_core.commands import Command, Envelope, encode
 from ledger_core.replies import decode_replies
 from wallet_platform import topics
-from wallet_platform.kafka import make_consumer, make_producer
-from wallet_platform.producer import RenewingProducer
+from wallet_platform.kafka import make_consumer
+from wallet_platform.producer import Producer, ProducerKind, renewing_producer
 
 log = structlog.get_logger()
 
@@ -64,7 +64,7 @@ class CommandBus:
 
     def __init__(
         self,
-        producer: RenewingProducer,
+        producer: Producer,
         replies: AIOKafkaConsumer,
         *,
         commands_topic: str,
@@ -101,7 +101,7 @@ class CommandBus:
         self._pending.clear()
 
     @property
-    def producer(self) -> RenewingProducer:
+    def producer(self) -> Producer:
         return self._producer
 
     @property
@@ -193,12 +193,12 @@ async def open_command_bus(
     reply_partition: int,
     linger_ms: int = 0,
     fetch_max_wait_ms: int = 100,
+    producer_kind: ProducerKind = "aiokafka",
 ) -> AsyncIterator[CommandBus]:
-    """A started bus on its own producer and reply consumer; all three stopped on exit."""
+    """A started bus on its own producer (of ``producer_kind``, ``WALLET_KAFKA_PRODUCER``) and
+    reply consumer; all three stopped on exit."""
     async with contextlib.AsyncExitStack() as stack:
-        producer = RenewingProducer(
-            lambda: make_producer(bootstrap, client_id, linger_ms=linger_ms)
-        )
+        producer = renewing_producer(producer_kind, bootstrap, client_id, linger_ms=linger_ms)
         await producer.start()
         stack.push_async_callback(producer.stop)
         # Should the broker come back without our position (a log cut short by a crash), the

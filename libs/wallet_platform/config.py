@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +36,11 @@ class CommonSettings(BaseSettings):
         ge=0,
         le=1000,
         description="Longest a consumer fetch waits at the broker when it has no data.",
+    )
+    kafka_producer: Literal["aiokafka", "librdkafka"] = Field(
+        default="aiokafka",
+        description="The Kafka client the edge's commands and the ledger's facts and replies "
+        "are produced with (same guarantees; docs/edge-performance.md has the A/B).",
     )
     topic_prefix: str = Field(
         default="", description="Namespace prefix for every topic (tests use one per run)."

@@ -10,7 +10,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from wallet_platform.command_bus import CommandBus
-from wallet_platform.producer import RenewingProducer
+from wallet_platform.producer import Producer
 
 
 def postgres_check(pool: asyncpg.Pool) -> Callable[[], Awaitable[dict[str, bool]]]:
@@ -22,19 +22,19 @@ def postgres_check(pool: asyncpg.Pool) -> Callable[[], Awaitable[dict[str, bool]
 
 
 def kafka_check(
-    client: AIOKafkaProducer | AIOKafkaConsumer | RenewingProducer,
+    client: AIOKafkaProducer | AIOKafkaConsumer | Producer,
 ) -> Callable[[], Awaitable[dict[str, bool]]]:
     """A real metadata round trip to the broker (not the client's cached view); a renewing
     producer also counts as not ready while it replaces a broken producer."""
 
     async def kafka() -> dict[str, bool]:
-        if isinstance(client, RenewingProducer):
-            await client.current.client.fetch_all_metadata()
-            return {"kafka": not client.renewing}
         if isinstance(client, AIOKafkaProducer):
             await client.client.fetch_all_metadata()
-        else:
+        elif isinstance(client, AIOKafkaConsumer):
             await client.topics()
+        else:  # a renewing producer, of either kind
+            await client.check_broker()
+            return {"kafka": not client.renewing}
         return {"kafka": True}
 
     return kafka

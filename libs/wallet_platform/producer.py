@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -34,8 +34,58 @@ from aiokafka.errors import (
 )
 
 from wallet_platform.backoff import Backoff
+from wallet_platform.kafka import make_producer
 
 log = structlog.get_logger()
+
+ProducerKind = Literal["aiokafka", "librdkafka"]
+"""Which client sends (``WALLET_KAFKA_PRODUCER``): both give the guarantees above."""
+
+
+@runtime_checkable
+class Producer(Protocol):
+    """What the command bus and the ledger writer send through: a producer that replaces
+    itself when it broke (:class:`RenewingProducer`, or the librdkafka one)."""
+
+    renewals: int
+
+    @property
+    def renewing(self) -> bool:
+        """Whether the current producer broke and its successor is not running yet."""
+
+    async def start(self) -> None:
+        """Start sending (raises a ``KafkaError`` when no broker answers)."""
+
+    async def stop(self) -> None:
+        """Deliver what it can (bounded), then close."""
+
+    async def check_broker(self) -> None:
+        """A metadata round trip to the broker (raises when none answers)."""
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> Any:
+        """Queue one message; its delivery future, which raises an aiokafka ``KafkaError``
+        when the message was not acknowledged."""
+
+
+def renewing_producer(
+    kind: ProducerKind, bootstrap: str, client_id: str, *, linger_ms: int = 0
+) -> Producer:
+    """An idempotent, acks=all producer of the kind asked for, not started yet."""
+    if kind == "librdkafka":
+        # Imported only when chosen: the aiokafka path loads nothing of librdkafka.
+        from wallet_platform.librdkafka_producer import LibrdkafkaProducer
+
+        return LibrdkafkaProducer(bootstrap, client_id, linger_ms=linger_ms)
+    return RenewingProducer(lambda: make_producer(bootstrap, client_id, linger_ms=linger_ms))
+
 
 # A delivery failed with one of these: this producer's numbering (or id) is no good any more.
 # An idempotent producer retries leader errors itself, so a delivery fails with one only when
@@ -101,6 +151,10 @@ class RenewingProducer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewal
         await self._producer.stop()
+
+    async def check_broker(self) -> None:
+        """A metadata round trip to the broker through the current producer."""
+        await self._producer.client.fetch_all_metadata()
 
     async def send(self, topic: str, value: bytes | None = None, **kwargs: Any) -> Any:
         """``AIOKafkaProducer.send`` on the current producer: its delivery future."""

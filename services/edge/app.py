@@ -255,6 +255,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             reply_partition=settings.edge_reply_partition,
             linger_ms=settings.edge_producer_linger_ms,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            producer_kind=settings.kafka_producer,
         ) as bus,
         aiohttp.ClientSession(
             settings.projection_url,

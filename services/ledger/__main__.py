@@ -13,10 +13,10 @@ from ledger.writer import Topics, Writer
 from wallet_platform import topics
 from wallet_platform.config import load_settings
 from wallet_platform.health import kafka_check, postgres_check
-from wallet_platform.kafka import make_consumer, make_producer, wait_for_kafka
+from wallet_platform.kafka import make_consumer, wait_for_kafka
 from wallet_platform.logging import setup_logging
 from wallet_platform.postgres import connect_with_backoff
-from wallet_platform.producer import RenewingProducer
+from wallet_platform.producer import renewing_producer
 from wallet_platform.schema import SchemaError, check_schema
 from wallet_platform.service import (
     READINESS,
@@ -49,10 +49,11 @@ async def run(settings: LedgerSettings) -> None:
         dead_letter=topics.topic_name(topics.DEAD_LETTER, settings.topic_prefix),
     )
 
-    producer = RenewingProducer(
-        lambda: make_producer(
-            settings.kafka_bootstrap, "ledger", linger_ms=settings.ledger_producer_linger_ms
-        )
+    producer = renewing_producer(
+        settings.kafka_producer,
+        settings.kafka_bootstrap,
+        "ledger",
+        linger_ms=settings.ledger_producer_linger_ms,
     )
 
     consumer = make_consumer(

@@ -58,7 +58,7 @@ from ledger_core.replies import Reply, encode_replies
 from ledger_core.state import PartitionState, UndoLog
 from ledger_core.storable import out_of_range, unstorable_text
 from wallet_platform.backoff import Backoff
-from wallet_platform.producer import RenewingProducer
+from wallet_platform.producer import Producer
 
 log = structlog.get_logger()
 
@@ -178,7 +178,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         self,
         conns: list[asyncpg.Connection],
         consumer: AIOKafkaConsumer,
-        producer: RenewingProducer | None,
+        producer: Producer | None,
         topics: Topics,
         *,
         max_batch: int,

@@ -25,7 +25,7 @@ from wallet_platform import topics
 from wallet_platform.command_bus import CommandBus, OutcomeTimeout, open_command_bus
 from wallet_platform.kafka import make_consumer, make_producer
 from wallet_platform.producer import RenewingProducer
-from wallet_stack import KAFKA
+from wallet_stack import KAFKA, KAFKA_PRODUCER
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,11 @@ async def bus(broker: PrivateInfra) -> AsyncIterator[CommandBus]:
     ledger = asyncio.create_task(answer_every_command(broker.bootstrap, broker.topic_prefix))
     try:
         async with open_command_bus(
-            broker.bootstrap, "edge-test", topic_prefix=broker.topic_prefix, reply_partition=0
+            broker.bootstrap,
+            "edge-test",
+            topic_prefix=broker.topic_prefix,
+            reply_partition=0,
+            producer_kind=KAFKA_PRODUCER,
         ) as opened:
             await answered(opened, within=60)
             yield opened
