@@ -1,6 +1,9 @@
 """`python -m bench`, small: it starts its own services on the real Postgres and Kafka, drives the
 closed and the open loop, audits every run and writes its result; the benchmark is a product
-command too, and this keeps it working (its figures are not checked here: see README)."""
+command too, and this keeps it working (its figures are not checked here: see
+docs/performance.md). It runs with ``--with-downstream``, so the accounting consumer and the
+reconciler run beside it, their cost and lag are reported and the books are audited against the
+ledger."""
 
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ def test_bench_runs_audits_and_reports(infrastructure: None, tmp_path: Path) -> 
             PG_ADMIN_DSN,
             "--kafka",
             KAFKA,
+            "--with-downstream",
         ],
         capture_output=True,
         text=True,
@@ -66,6 +70,15 @@ def test_bench_runs_audits_and_reports(infrastructure: None, tmp_path: Path) -> 
         assert run["edge_command_seconds"]["count"] > 0, name
         processes = set(run["processes"])
         assert {"edge#0", "ledger#0", "projection", "loadgen"} <= processes, name
+        assert {"accounting", "reconciler"} <= processes, name
+        # The books were compared with the ledger by the reconciler, after catching up.
+        assert run["audit"]["checks"]["reconciler_books"] == 0, name
+        assert run["audit"]["checks"]["books_caught_up_with_the_topic"] == 0, name
+        books = run["downstream"]["accounting"]
+        assert books["lag"]["facts_booked"] > 0, name
+        assert books["lag"]["facts"]["after_settling"] == 0, (name, books)
+        assert books["cpu_s_per_1000_callbacks"] > 0, name
+        assert run["downstream"]["reconciler"]["health"]["always_ok"], (name, run["downstream"])
     assert report["scenarios"]["quiet"]["requests"] == 40
     open_run = report["scenarios"]["open"]
     assert open_run["config"]["rate"] == 150

@@ -27,7 +27,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bench import metrics, poison
+from bench import downstream, metrics, poison
 from bench.checks import run_checks, run_entries
 from bench.procstat import Group, Sampler
 from bench.stack import BenchStack
@@ -96,6 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="WALLET_X=VALUE",
         help="a setting for the services under test (repeatable; named in the report)",
+    )
+    p.add_argument(
+        "--with-downstream",
+        action="store_true",
+        help="also run the accounting consumer and the reconciler; report their CPU, the books' "
+        "lag and the reconciler's verdicts per scenario, and audit the books against the ledger",
     )
     return p.parse_args(argv)
 
@@ -303,6 +309,7 @@ async def run(args: argparse.Namespace) -> int:
         writers=args.writers,
         edges=args.edges,
         extra_env=tuned,
+        downstream=args.with_downstream,
     )
     await stack.create()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -333,6 +340,10 @@ async def run(args: argparse.Namespace) -> int:
             " threads (deploy/local/kafka.sh)",
             "retry_fraction": args.retry_fraction,
             "tuned_service_settings": tuned,
+            "downstream": "accounting consumer and reconciler (default settings), lag sampled"
+            f" every {downstream.SAMPLE_EVERY} s"
+            if args.with_downstream
+            else "not run",
         },
         "scenarios": {},
     }
@@ -406,12 +417,26 @@ async def run(args: argparse.Namespace) -> int:
                 edges = [p.ops_url for p in stack.by_kind("edge")]
                 names_e = set(EDGE_HISTOGRAMS)
                 before_e = metrics.merge(*[await metrics.scrape(http, u, names_e) for u in edges])
+                watch = None
+                if args.with_downstream:
+                    watch = downstream.DownstreamWatch(
+                        http, stack.by_kind("accounting")[0], stack.by_kind("reconciler")[0]
+                    )
+                    # Funding and the scenarios before leave a backlog: measure from none.
+                    if not await watch.caught_up():
+                        raise RuntimeError("the accounting consumer did not catch up")
+                    watch.start()
                 print(f"running {name} ...", flush=True)
                 if name in ("open-poison", "open-control"):
                     control = name == "open-control"
                     result = await with_poison(stack, args, cfg, workdir, sampler, control)
                 else:
-                    result = run_loadgen(cfg, workdir, sampler, 5.0 if name == "memory" else 1.0)
+                    # In a thread: the event loop samples the downstream services meanwhile.
+                    result = await asyncio.to_thread(
+                        run_loadgen, cfg, workdir, sampler, 5.0 if name == "memory" else 1.0
+                    )
+                if watch is not None:
+                    watch.load_ended()
                 after_l = metrics.merge(*[await metrics.scrape(http, u, names_l) for u in ledgers])
                 after_p = await metrics.scrape(http, projection, names_p)
                 after_e = metrics.merge(*[await metrics.scrape(http, u, names_e) for u in edges])
@@ -424,7 +449,12 @@ async def run(args: argparse.Namespace) -> int:
                     metrics.delta(after_p, before_p).get("projection_lag_seconds", {})
                 )
                 runs[cfg["run_id"]] = result["last_write_seq"]
+                if watch is not None:
+                    result["downstream"] = await watch.settle(result["requests"])
                 result["audit"] = await audit_run(stack, cfg["run_id"], result, runs)
+                if watch is not None:
+                    result["audit"]["checks"].update(await downstream.audit_books(watch))
+                    result["audit"]["ok"] = not any(result["audit"]["checks"].values())
                 ok = ok and result["audit"]["ok"]
                 result.pop("writes_ok")
                 result["config"] = {k: v for k, v in cfg.items() if k not in ("private_key",)}
@@ -487,6 +517,8 @@ def print_scenario(name: str, r: dict[str, Any]) -> None:
         )
     if "poison" in r:
         print(f"   poison: {r['poison']['sent']} sent, answers {r['poison']['answers']}")
+    if "downstream" in r:
+        print("\n".join(downstream.format_summary(r["downstream"])))
     bad = {k: v for k, v in r["audit"]["checks"].items() if v}
     print(
         f"   audit: {'ok' if not bad else 'FAILED ' + str(bad)} ({r['audit']['entries']} entries, "

@@ -15,6 +15,11 @@ Histogram = dict[str, dict[str, float]]  # name -> {le or "sum"/"count": value}
 async def scrape(session: aiohttp.ClientSession, url: str, names: set[str]) -> Histogram:
     async with session.get(url + "/metrics") as resp:
         text = await resp.text()
+    return parse(text, names)
+
+
+def parse(text: str, names: set[str]) -> Histogram:
+    """The histograms ``names`` (buckets, sum and count) in a Prometheus text exposition."""
     out: Histogram = {}
     for line in text.splitlines():
         if m := _BUCKET.match(line):

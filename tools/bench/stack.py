@@ -78,6 +78,8 @@ class BenchStack:
     writers: int = 1
     edges: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    downstream: bool = False
+    """Also run the reference accounting consumer and the reconciler (``--with-downstream``)."""
     database: str = field(default_factory=lambda: "bench_" + uuid.uuid4().hex[:8])
     prefix: str = field(default_factory=lambda: f"b{uuid.uuid4().hex[:8]}.")
     procs: list[Proc] = field(default_factory=list)
@@ -155,6 +157,15 @@ class BenchStack:
                     ops_port=ops_port,
                 )
             )
+        if self.downstream:
+            # Same database and topics; each serves only its operational port.
+            for name, setting in (
+                ("accounting", "WALLET_ACCOUNTING_PORT"),
+                ("reconciler", "WALLET_RECONCILER_PORT"),
+            ):
+                port = free_port()
+                env = self._env(**{setting: str(port)})
+                self.procs.append(Proc(name, port, env, self.workdir / f"{name}.log"))
         for proc in self.procs:
             proc.start()
         for proc in self.procs:
