@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from ledger_core.commands import Envelope, MoneyCommand, encode
@@ -36,7 +38,7 @@ from operator_keys_stack import clean_env, client_for, create_key, write_master_
 from quadcode_gateway import generate_keypair
 from wallet_clients import Operator
 from wallet_platform import topics
-from wallet_platform.kafka import make_producer
+from wallet_platform.kafka import make_consumer, make_producer
 from wallet_stack import (
     Service,
     Stack,
@@ -427,3 +429,139 @@ async def test_the_rebuild_command_stores_the_read_model_and_compares_it(
     finally:
         await conn.close()
     assert stored == 300
+
+
+async def facts_since(stack: Stack, since: datetime) -> list[tuple[bytes, bytes]]:
+    """The outbox rows (key, payload) of facts that occurred at or after ``since``."""
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT key, payload FROM outbox
+                WHERE (convert_from(payload, 'UTF8')::jsonb ->> 'occurred_at')::timestamptz >= $1
+                ORDER BY partition, seq""",
+            since,
+        )
+    finally:
+        await conn.close()
+    return sorted((row["key"].encode(), bytes(row["payload"])) for row in rows)
+
+
+class EventsLog:
+    """ledger.events from an offset on: what was sent to it after a point in time."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.topic = topics.topic_name(topics.EVENTS, stack.prefix)
+        self.consumer = make_consumer(stack.kafka, "test-republished")
+        self.start: dict[TopicPartition, int] = {}
+
+    async def __aenter__(self) -> EventsLog:
+        await self.consumer.start()
+        (spec,) = [t for t in topics.TOPICS if t.name == topics.EVENTS]
+        assigned = [TopicPartition(self.topic, p) for p in range(spec.partitions)]
+        self.consumer.assign(assigned)
+        self.start = await self.consumer.end_offsets(assigned)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def sent_since_start(self) -> list[tuple[bytes, bytes]]:
+        """Every message (key, value) sent after the start: up to the end offsets now."""
+        end = await self.consumer.end_offsets(list(self.start))
+        got: list[tuple[bytes, bytes]] = []
+        for tp, offset in self.start.items():
+            self.consumer.seek(tp, offset)
+        async with asyncio.timeout(30):
+            while len(got) < sum(end[tp] - self.start[tp] for tp in self.start):
+                batches = await self.consumer.getmany(timeout_ms=500)
+                for tp, messages in batches.items():
+                    got += [(m.key or b"", m.value or b"") for m in messages if m.offset < end[tp]]
+        return sorted(got)
+
+
+async def two_moments_of_facts(operator: Operator) -> datetime:
+    """Facts before and after a moment (returned): the moment splits the outbox."""
+    await operator.customer_with_balance("USD", "1.00")
+    await asyncio.sleep(0.05)  # facts are stamped in milliseconds
+    since = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    await operator.customer_with_balance("USD", "2.00")
+    return since
+
+
+async def test_the_republish_command_since_a_time_resends_exactly_the_facts_from_then(
+    stack: Stack, operator: Operator
+) -> None:
+    since = await two_moments_of_facts(operator)
+    expected = await facts_since(stack, since)
+    assert expected, "no fact after the moment"
+    async with EventsLog(stack) as events:
+        done = subprocess.run(
+            [sys.executable, "-m", "ledger.republish", "--since", since.isoformat()],
+            env=stack.ledger.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        # The same bytes under the same keys, so the same event ids; nothing older, nothing more.
+        assert await events.sent_since_start() == expected
+
+
+async def test_a_republish_job_since_a_time_resends_exactly_the_facts_from_then(
+    api: OperatorApi, stack: Stack, operator: Operator
+) -> None:
+    since = await two_moments_of_facts(operator)
+    expected = await facts_since(stack, since)
+    async with EventsLog(stack) as events:
+        params = {"since": since.isoformat()}
+        status, job = await api.operator.post("/v1/jobs", {"type": "republish", "params": params})
+        assert status == 202, job
+        done = await wait_job(api, job["jobId"], [])
+        assert done["status"] == "succeeded", done
+        assert done["result"]["sent"] == len(expected)
+        assert await events.sent_since_start() == expected
+
+
+def wallet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``wallet`` console script, as an operator runs it."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("wallet")), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_the_wallet_cli_republishes_runs_a_job_and_lists_dead_letters_through_the_api(
+    api: OperatorApi, stack: Stack, operator: Operator, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "cli.json"
+    create_key(api.service.env, credentials, base_url=api.service.url, name="cli", role="operator")
+    env = api.service.env | {"WALLET_OPERATOR_CREDENTIALS": str(credentials)}
+    since = await two_moments_of_facts(operator)
+    expected = await facts_since(stack, since)
+
+    async with EventsLog(stack) as events:
+        done = wallet(env, "republish", "--since", since.isoformat(), "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert orjson.loads(done.stdout)["republished"] == len(expected)
+        assert await events.sent_since_start() == expected
+
+    params = orjson.dumps({"since": since.isoformat()}).decode()
+    started = wallet(env, "jobs", "start", "republish", params, "--json")
+    assert started.returncode == 0, started.stdout + started.stderr
+    job = orjson.loads(started.stdout)
+    assert (job["type"], job["status"]) == ("republish", "queued")
+    assert (await wait_job(api, job["jobId"], []))["status"] == "succeeded"
+    shown = wallet(env, "jobs", "show", job["jobId"], "--json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert orjson.loads(shown.stdout)["result"]["sent"] == len(expected)
+
+    listed = wallet(env, "dead-letters", "list", "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert orjson.loads(listed.stdout) == (await api.reader.get("/v1/dead-letters"))[1]
+    nobody = env | {"WALLET_OPERATOR_CREDENTIALS": str(tmp_path / "none.json")}
+    unsigned = wallet(nobody, "dead-letters", "list")
+    assert unsigned.returncode != 0

@@ -343,6 +343,39 @@ async def test_key_changes_are_audited_with_who_and_what(keyed: KeyedApi) -> Non
     assert cli_record is not None and cli_record["route"] == "keys create"
 
 
+async def test_the_operator_api_answers_health_on_its_operational_port_only(
+    keyed: KeyedApi, http: aiohttp.ClientSession
+) -> None:
+    status, answer = await raw(http, keyed.service.ops_url + "/health", "GET")
+    assert (status, answer) == (200, {"status": "ok"})
+    status, answer = await raw(http, keyed.service.url + "/health", "GET")
+    assert (status, answer["error"]) == (404, "route_not_found")
+
+
+async def test_the_keys_cli_lists_without_secrets_and_a_deactivated_key_is_refused(
+    keyed: KeyedApi,
+) -> None:
+    made, client = await keyed.new_key("operator")
+    try:
+        assert (await client.get(READ_PATH))[0] != 403
+        listed = orjson.loads(operator_cli(keyed.env, "keys", "list", "--json").stdout)
+        mine = [key for key in listed if key["apiId"] == made["apiId"]]
+        assert mine and mine[0]["isActive"] is True and mine[0]["settings"]["role"] == "operator"
+        assert "secretKey" not in mine[0] and made["secretKey"] not in orjson.dumps(listed).decode()
+        table = operator_cli(keyed.env, "keys", "list").stdout
+        assert made["apiId"] in table and made["secretKey"] not in table
+
+        done = operator_cli(keyed.env, "keys", "deactivate", made["apiId"])
+        assert done.stdout.strip() == f"deactivated {made['apiId']}"
+        assert await refused_within(client, "api_key_inactive", CACHE_TTL_MS / 1000 + 4)
+        listed = orjson.loads(operator_cli(keyed.env, "keys", "list", "--json").stdout)
+        assert [k["isActive"] for k in listed if k["apiId"] == made["apiId"]] == [False]
+        unknown = operator_cli(keyed.env, "keys", "deactivate", str(uuid.uuid4()), check=False)
+        assert unknown.returncode == 1
+    finally:
+        await client.close()
+
+
 async def test_the_audit_verify_command_finds_a_record_altered_by_hand(keyed: KeyedApi) -> None:
     # Last in this module: it breaks the chain on purpose.
     for _ in range(3):

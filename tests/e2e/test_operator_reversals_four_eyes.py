@@ -13,6 +13,8 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -306,3 +308,36 @@ async def test_a_large_reversal_waits_for_a_second_key_too(
     finally:
         await conn.close()
     assert result.ok, result.failures
+
+
+async def test_signed_balance_reads_and_block_unblock_go_through_the_operator_api(
+    operators: Operators,
+) -> None:
+    api = operators.maker
+    customer, balance, _ = await funded(api, "150.00")
+    after_deposit = quote(datetime.now(UTC).isoformat())
+    status, listed = await api.get(f"/v1/customers/{customer}/balances")
+    assert status == 200, listed
+    assert [(b["balanceId"], b["total"]) for b in listed["balances"]] == [(balance, "150.00")]
+    base = f"/v1/customers/{customer}/balances/{balance}"
+    status, at = await api.get(f"{base}/at?time={after_deposit}")
+    assert (status, at["balance"], at["seq"]) == (200, "150.00", 1), at
+    status, before = await api.get(f"{base}/at?time={quote('2000-01-01T00:00:00+00:00')}")
+    assert (status, before["balance"]) == (200, "0.00"), before
+
+    status, body = await api.post(f"/v1/customers/{customer}/block", {"requestId": "b-1"})
+    assert status == 200, body
+    assert (await api.get(f"/v1/customers/{customer}"))[1]["blocked"] is True
+    # Blocking stops Quadcode only: an operator's withdrawal still applies.
+    status, paid = await api.post(
+        money_path(customer, balance, "withdrawals"), {"requestId": "w-1", "amount": "1.00"}
+    )
+    assert status == 201, paid
+    status, body = await api.post(f"/v1/customers/{customer}/unblock", {"requestId": "u-1"})
+    assert status == 200, body
+    assert (await api.get(f"/v1/customers/{customer}"))[1]["blocked"] is False
+    status, paid = await api.post(
+        money_path(customer, balance, "withdrawals"), {"requestId": "w-2", "amount": "1.00"}
+    )
+    assert status == 201, paid
+    assert await total(api, customer, balance) == "148.00"

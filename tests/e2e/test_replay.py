@@ -19,8 +19,10 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 
 from callback_load import CallbackLoad, assert_booked_exactly_once, plan_calls
@@ -96,6 +98,20 @@ def run_tool(stack: Stack, *args: str) -> tuple[int, str]:
 def replay(stack: Stack, into: str) -> Replayed:
     code, output = run_tool(stack, "ledger.replay", "--into-dsn", into, "--progress-seconds", "1")
     return Replayed(code, output, {m[0]: m[1] for m in HASH_LINE.findall(output)})
+
+
+def wallet_verify(stack: Stack, dsn: str, expect: str) -> subprocess.CompletedProcess[str]:
+    """``wallet verify --dsn DSN --expect HASH --json``, the installed console script."""
+    command = ["verify", "--dsn", dsn, "--expect", expect, "--json"]
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("wallet")), *command],
+        env={k: v for k, v in os.environ.items() if not k.startswith("WALLET_")},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 async def execute(dsn: str, sql: str) -> None:
@@ -196,6 +212,9 @@ async def test_a_fresh_ledger_changed_after_the_replay_no_longer_hashes_the_same
 ) -> None:
     result = replay(stack, fresh)
     assert result.code == 0, result.output
+    intact = wallet_verify(stack, fresh, result.hashes["live"])
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert orjson.loads(intact.stdout)["journal_chain"]["intact"] is True
     await execute(
         fresh,
         "ALTER TABLE postings DISABLE TRIGGER USER;"
@@ -210,6 +229,12 @@ async def test_a_fresh_ledger_changed_after_the_replay_no_longer_hashes_the_same
     assert code == 1, output
     assert "MISMATCH" in output
     assert result.hashes["live"] not in output.split("MISMATCH")[0]
+    # ``wallet verify`` finds the altered posting in the journal's hash chain too.
+    altered = wallet_verify(stack, fresh, result.hashes["live"])
+    assert altered.returncode == 1, altered.stdout + altered.stderr
+    report = orjson.loads(altered.stdout)
+    assert report["state_hash_matches"] is False
+    assert report["journal_chain"]["intact"] is False
 
 
 async def test_a_replay_that_writes_something_else_exits_with_a_mismatch(
@@ -231,3 +256,83 @@ async def test_a_replay_refuses_a_database_that_is_not_empty(
     # The live ledger itself, named differently: refused for its rows, never written to.
     assert code == 2, output
     assert "not empty" in output
+
+
+async def live_offsets(dsn: str) -> dict[int, int]:
+    """The offsets the live ledger has applied, per partition of the command log."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT partition, next_offset FROM ledger_partitions")
+    finally:
+        await conn.close()
+    return {row["partition"]: row["next_offset"] for row in rows}
+
+
+def live_hash(stack: Stack) -> str:
+    """The live ledger's state hash, as ``python -m ledger.state_hash`` prints it."""
+    code, output = run_tool(stack, "ledger.state_hash")
+    found = re.search(r"^state hash ([0-9a-f]{64}) ", output, re.M)
+    assert code == 0 and found is not None, output
+    return found[1]
+
+
+async def test_a_capped_uncompared_replay_to_the_logs_end_hashes_as_the_quiet_live_ledger(
+    live_traffic: None, stack: Stack, fresh: str
+) -> None:
+    code, output = run_tool(
+        stack,
+        "ledger.replay",
+        "--into-dsn",
+        fresh,
+        "--until-offsets",
+        "end",
+        "--no-compare",
+        "--max-rate",
+        "5000",
+        "--progress-seconds",
+        "1",
+    )
+    hashes = {m[0]: m[1] for m in HASH_LINE.findall(output)}
+
+    assert code == 0, output
+    assert set(hashes) == {"fresh"}, output  # not compared: the live ledger is not hashed
+    # The live ledger is quiet after its traffic, so it sits at the log's end: the same ledger.
+    expected = live_hash(stack)
+    assert hashes["fresh"] == expected
+    code, checked = run_tool(stack, "ledger.state_hash", "--dsn", fresh, "--expect", expected)
+    assert code == 0, checked
+    assert "MISMATCH" not in checked
+
+
+async def test_a_replay_to_an_offsets_file_is_compared_only_at_the_live_ledgers_offsets(
+    live_traffic: None, stack: Stack, fresh: str, pg_template: str, tmp_path: Path
+) -> None:
+    at_live = tmp_path / "live-offsets.json"
+    at_live.write_bytes(
+        orjson.dumps({str(p): o for p, o in (await live_offsets(stack.dsn)).items()})
+    )
+
+    result = replay_until(stack, fresh, at_live)
+
+    assert result.code == 0, result.output
+    assert "MATCH: same commands, same ledger" in result.output
+    assert result.hashes["live"] == result.hashes["fresh"]
+
+    # Offsets the live ledger has moved past: the replay runs, but is compared with nothing.
+    at_start = tmp_path / "start-offsets.json"
+    at_start.write_bytes(orjson.dumps({str(p): 0 for p in await live_offsets(stack.dsn)}))
+    name = await create_database(pg_template)
+    try:
+        earlier = replay_until(stack, dsn_for(name), at_start)
+    finally:
+        await drop_database(name)
+    assert earlier.code == 3, earlier.output
+    assert "NOT COMPARED" in earlier.output
+
+
+def replay_until(stack: Stack, into: str, offsets: Path) -> Replayed:
+    """``ledger.replay`` up to the offsets in the file ``offsets``."""
+    code, output = run_tool(
+        stack, "ledger.replay", "--into-dsn", into, "--until-offsets", str(offsets)
+    )
+    return Replayed(code, output, {m[0]: m[1] for m in HASH_LINE.findall(output)})

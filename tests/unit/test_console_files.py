@@ -15,6 +15,7 @@ from operator_api.console_files import (
     CONSOLE_DIR,
     CONSOLE_FILES,
     CONTENT_SECURITY_POLICY,
+    add_console_routes,
     console_response,
     load_console,
 )
@@ -97,3 +98,12 @@ async def test_the_signature_middleware_lets_the_console_through_unsigned() -> N
     assert response.status == 200
     with pytest.raises(KeyError):
         await operator_auth_middleware()(make_mocked_request("GET", "/v1/x", app=app), _console)
+
+
+async def test_the_console_without_its_slash_redirects_to_the_index() -> None:
+    app = web.Application()
+    add_console_routes(app)
+    match = await app.router.resolve(make_mocked_request("GET", "/console", app=app))
+    with pytest.raises(web.HTTPPermanentRedirect) as redirect:
+        await match.handler(make_mocked_request("GET", "/console", app=app))
+    assert redirect.value.status == 308 and redirect.value.location == "/console/"
