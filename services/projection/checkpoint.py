@@ -113,12 +113,6 @@ async def write_checkpoint(conn: asyncpg.Connection, checkpoint: Checkpoint) -> 
         )
 
 
-async def rebuild(conn: asyncpg.Connection) -> None:
-    """Forget the read model; the next start replays ledger.events from the beginning."""
-    async with conn.transaction():
-        await conn.execute("TRUNCATE balance_view, customer_view, projection_offsets")
-
-
 # The read model is rebuildable from ledger.events and its offsets are stored with its rows, so its
 # commits need not wait for the WAL flush: a crash loses at most the last moments, which are
 # replayed. That also keeps the projection's fsyncs off the ledger writer's critical path. The
