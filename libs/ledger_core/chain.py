@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 from ledger_core.money import to_minor
+from ledger_core.state import id_text
 
 VERSION: Final = b"wallet-entry-chain/v1"
 GENESIS: Final = bytes(32)
@@ -94,7 +95,7 @@ def canonical_entry(entry: ChainEntry, chain_seq: int, prev_hash: bytes) -> byte
         VERSION,
         b"%d" % entry.partition,
         b"%d" % chain_seq,
-        str(entry.entry_id).encode(),
+        id_text(entry.entry_id).encode(),
         entry.kind.encode(),
         entry.customer_id.encode(),
         entry.balance_id.encode(),
@@ -108,7 +109,7 @@ def canonical_entry(entry: ChainEntry, chain_seq: int, prev_hash: bytes) -> byte
     ]
     # The table keeps no position for a posting: (account, seq) is its key, so that order can be
     # rebuilt from the rows, and from a fact whatever order it lists them in.
-    postings = [(str(p.account_id), p) for p in entry.postings]
+    postings = [(id_text(p.account_id), p) for p in entry.postings]
     postings.sort(key=lambda item: (item[0], item[1].seq))
     for account, p in postings:
         values += (

@@ -29,7 +29,7 @@ from ledger_core.decide import (
     ReservationReleased,
 )
 from ledger_core.money import format_amount
-from ledger_core.state import stable_id
+from ledger_core.state import id_text, stable_id
 
 SCHEMA = "ledger.event/v1"
 
@@ -63,13 +63,13 @@ def facts_for(
         body: dict[str, Any]
         if isinstance(effect, JournalEntry):
             customer_posting = effect.postings[0]
-            event_id = stable_id("fact", "entry.posted", str(effect.entry_id))
+            event_id = stable_id("fact", "entry.posted", id_text(effect.entry_id))
             body = {
                 "type": "entry.posted",
                 "customer_id": effect.customer_id,
                 "balance_id": effect.balance_id,
                 "balance_seq": customer_posting.seq,
-                "entry_id": str(effect.entry_id),
+                "entry_id": id_text(effect.entry_id),
                 "kind": effect.kind,
                 "request_id": effect.request_id,
                 "amount": format_amount(effect.amount, effect.currency),
@@ -78,7 +78,7 @@ def facts_for(
                 "comment": effect.comment,
                 "postings": [
                     {
-                        "account_id": str(p.account_id),
+                        "account_id": id_text(p.account_id),
                         "amount": format_amount(p.amount, effect.currency),
                         "seq": p.seq,
                         "balance_after": format_amount(p.balance_after, effect.currency),
@@ -88,13 +88,13 @@ def facts_for(
             }
             _add_link(body, chain.get(effect.entry_id))
         elif isinstance(effect, NewAccount):
-            event_id = stable_id("fact", "balance.opened", str(effect.account_id))
+            event_id = stable_id("fact", "balance.opened", id_text(effect.account_id))
             body = {
                 "type": "balance.opened",
                 "customer_id": effect.customer_id,
                 "balance_id": effect.balance_id,
                 "balance_seq": 0,
-                "account_id": str(effect.account_id),
+                "account_id": id_text(effect.account_id),
                 "currency_code": effect.currency,
                 "balance_after": format_amount(0, effect.currency),
             }
@@ -152,7 +152,7 @@ def _balance(state: BalanceState) -> dict[str, Any]:
     """A customer balance after an exchange step: both sequence numbers, total and available."""
     return {
         "balance_id": state.balance_id,
-        "account_id": str(state.account_id),
+        "account_id": id_text(state.account_id),
         "currency_code": state.currency,
         "balance_seq": state.seq,
         "hold_seq": state.holds,
@@ -182,7 +182,7 @@ def _released(effect: ReservationReleased) -> tuple[Any, dict[str, Any]]:
     assert effect.target is not None
     target = entry.target_currency
     body.update(
-        entry_id=str(entry.entry_id),
+        entry_id=id_text(entry.entry_id),
         comment=entry.comment,
         target_balance_id=entry.target_balance_id,
         target_currency_code=target,
@@ -192,7 +192,7 @@ def _released(effect: ReservationReleased) -> tuple[Any, dict[str, Any]]:
         rounding=format_amount(entry.rounding, target),
         postings=[
             {
-                "account_id": str(p.account_id),
+                "account_id": id_text(p.account_id),
                 "account": p.system_kind or f"balance:{p.balance_id}",
                 "currency_code": p.currency,
                 "amount": format_amount(p.amount, p.currency),

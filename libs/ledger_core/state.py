@@ -6,6 +6,7 @@ It is loaded from Postgres when a writer is assigned a partition and changed onl
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -33,9 +34,41 @@ SYSTEM_KINDS: tuple[SystemKind, ...] = (
 LEDGER_NAMESPACE = uuid.UUID("6f1d6c43-3b0e-4c55-9a55-0d5c1c1e6a01")
 
 
+_NAMESPACE_BYTES = LEDGER_NAMESPACE.bytes
+# uuid5's version (5) and variant (RFC 4122) bits, set on the SHA-1 digest's first 128 bits.
+_VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+_VERSION_BITS = (5 << 76) | (0x8000 << 48)
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
 def stable_id(*parts: object) -> uuid.UUID:
-    """A deterministic UUID for a tuple of parts (JSON-encoded, so no separator can collide)."""
-    return uuid.uuid5(LEDGER_NAMESPACE, orjson.dumps(parts).decode())
+    """A deterministic UUID for a tuple of parts (JSON-encoded, so no separator can collide).
+
+    Exactly ``uuid.uuid5(LEDGER_NAMESPACE, orjson.dumps(parts).decode())`` (a unit test holds
+    them equal), built without ``uuid.UUID.__init__``'s checks: the writer makes several per
+    command (entry, fact and account ids)."""
+    digest = hashlib.sha1(_NAMESPACE_BYTES + orjson.dumps(parts)).digest()
+    value = int.from_bytes(digest[:16]) & _VERSION_MASK | _VERSION_BITS
+    made: uuid.UUID = _new_object(uuid.UUID)
+    _set_attribute(made, "int", value)
+    _set_attribute(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
+
+
+_ID_TEXTS: dict[uuid.UUID, str] = {}
+_ID_TEXTS_KEPT = 100_000
+
+
+def id_text(value: uuid.UUID) -> str:
+    """``str(value)``, remembered: the writer writes the same account ids into every fact and
+    every chained entry of their balances (the memory is cleared whole past a bound)."""
+    text = _ID_TEXTS.get(value)
+    if text is None:
+        if len(_ID_TEXTS) >= _ID_TEXTS_KEPT:
+            _ID_TEXTS.clear()
+        text = _ID_TEXTS[value] = str(value)
+    return text
 
 
 def balance_account_id(customer_id: str, balance_id: str) -> uuid.UUID:

@@ -17,18 +17,26 @@ from ledger_core.decide import Decision, JournalEntry, ReservationMade, Reservat
 NUMERIC_LIMIT = 10**40
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def unstorable_text(cmd: Command) -> str | None:
     """Why a text field of ``cmd`` can not be stored in Postgres, or None if all can."""
-    for f in dataclasses.fields(cmd):
-        value = getattr(cmd, f.name)
+    names = _FIELD_NAMES.get(type(cmd))
+    if names is None:
+        names = _FIELD_NAMES[type(cmd)] = tuple(f.name for f in dataclasses.fields(cmd))
+    for name in names:
+        value = getattr(cmd, name)
         if not isinstance(value, str):
             continue
         if "\x00" in value:
-            return f"{f.name} holds a NUL character"
+            return f"{name} holds a NUL character"
+        if value.isascii():
+            continue  # ASCII is UTF-8 as it stands: the common case needs no encoding
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return f"{f.name} is not valid UTF-8 (a lone surrogate)"
+            return f"{name} is not valid UTF-8 (a lone surrogate)"
     return None
 
 

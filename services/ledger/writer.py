@@ -32,7 +32,6 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -44,19 +43,26 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ledger import store
 from ledger.store import Fault
+from ledger_core.batch_rows import BatchRows, PartitionCursor
 from ledger_core.commands import (
-    Command,
     CommandError,
     Envelope,
     decode,
-    fingerprint,
     idempotency_key,
 )
-from ledger_core.decide import Decision, StoredOutcome, apply, decide, refuse
-from ledger_core.facts import facts_for
+from ledger_core.decide import Decision, StoredOutcome
+from ledger_core.plan import (
+    BatchPlan,
+    Incoming,
+    Key,
+    Position,
+    Refusal,
+    Undecidable,
+    answer_again,
+    plan_batch,
+)
 from ledger_core.replies import Reply, encode_replies
 from ledger_core.state import PartitionState, UndoLog
-from ledger_core.storable import out_of_range, unstorable_text
 from wallet_platform.backoff import Backoff
 from wallet_platform.producer import Producer
 
@@ -103,10 +109,6 @@ BATCH_FAILURES = Counter(
 )
 DEGRADED = Gauge("ledger_writer_degraded", "1 while the writer is recovering from a fault")
 
-Key = tuple[str, str, str]
-# A command's place in the log: (partition, offset).
-Position = tuple[int, int]
-
 MAX_BACKOFF_SECONDS = 5.0
 # Positions already copied to the dead-letter topic, remembered so a batch decided again does
 # not copy them twice.
@@ -122,7 +124,7 @@ RENEWAL_WAIT_SECONDS = 0.05
 class Owned:
     """A partition this writer owns: its cursor, its state, and recent outcomes."""
 
-    cursor: store.PartitionCursor
+    cursor: PartitionCursor
     state: PartitionState
     outcomes: OrderedDict[Key, StoredOutcome] = field(default_factory=OrderedDict)
     publishing: asyncio.Task[bool] | None = None  # tail of the chain of fact deliveries
@@ -150,14 +152,6 @@ class InFlight:
     @property
     def commands(self) -> int:
         return len(self.positions)
-
-
-@dataclass(slots=True)
-class Refusal:
-    """A command found to be one Postgres always refuses: answered ``command_refused``."""
-
-    reason: str
-    record: bool = True  # store the answer (unless storing it is what fails)
 
 
 @dataclass(slots=True)
@@ -475,12 +469,15 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             # answered or published until the producer is replaced.
             return False
         started = time.perf_counter()
-        work: list[tuple[Owned, ConsumerRecord[Any, Any], Command, Envelope, Key]] = []
+        commands: list[Incoming] = []
+        envelopes: list[Envelope] = []
+        records: list[ConsumerRecord[Any, Any]] = []
         dead: list[tuple[ConsumerRecord[Any, Any], str, str]] = []
         ends: dict[int, int] = {}
         missing: list[Key] = []
         for owned, messages in self._select():
-            ends[owned.cursor.partition] = messages[-1].offset + 1
+            partition = owned.cursor.partition
+            ends[partition] = messages[-1].offset + 1
             for msg in messages:
                 try:
                     cmd, envelope = decode(msg.value)
@@ -490,11 +487,13 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                 key = idempotency_key(cmd)
                 if not self._known(owned, key):
                     missing.append(key)
-                work.append((owned, msg, cmd, envelope, key))
+                commands.append(Incoming(partition, msg.offset, msg.timestamp, cmd, key))
+                envelopes.append(envelope)
+                records.append(msg)
         if not ends:
             return False
-        if work:
-            QUEUED_SECONDS.observe(max(0.0, time.time() - work[0][1].timestamp / 1000))
+        if records:
+            QUEUED_SECONDS.observe(max(0.0, time.time() - records[0].timestamp / 1000))
         conn = self.conns[self.next_conn]
         self.next_conn = (self.next_conn + 1) % len(self.conns)
         # Outcomes of this writer's own decisions are in memory. A key that is not may still be
@@ -508,13 +507,30 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             t_lookup = time.perf_counter()
             stored = await store.stored_outcomes(conn, missing) if verify_all else {}
             LOOKUP_SECONDS.observe(time.perf_counter() - t_lookup)
-            planned = self._decide_all(work, stored, ends, verify_all, undo, dead)
-            if planned is None:
-                return True  # a command could not be decided: it is refused when taken again
-            rows, replies, facts, unverified, outcomes, positions = planned
-            if unverified:
+            try:
+                plan = plan_batch(
+                    self.owned,
+                    commands,
+                    ends,
+                    lambda partition, key: self._prior(partition, key) or stored.get(key),
+                    undo,
+                    verified=verify_all,
+                    refusals=self.refusals,
+                )
+            except Undecidable as exc:
+                log.error("command_not_decided", position=exc.position, error=repr(exc.cause))
+                self.refusals[exc.position] = Refusal(
+                    f"it could not be decided ({type(exc.cause).__name__})"
+                )
+                return True  # refused when it is taken again
+            self._count(plan)
+            for index in plan.refused:
+                body = plan.decisions[index].outcome.body.decode()
+                dead.append((records[index], "refused", body))
+            if plan.to_verify:
                 # Answers that store nothing (400s) can not trip the primary key: check them.
-                await self._verify(conn, unverified, replies)
+                found = await store.stored_outcomes(conn, [commands[i].key for i in plan.to_verify])
+                answer_again(plan, self.owned, commands, found)
             parked = await self._dead_letter(dead)
         except store.DB_ERRORS as exc:
             undo.rollback()
@@ -525,10 +541,14 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             log.error("dead_letters_not_sent", error=repr(exc))
             self._back_off()
             return True
+        replies = list(zip(envelopes, plan.decisions, strict=True))
+        positions = [(c.partition, c.offset) for c in commands]
         previous = self.in_flight[-1].task if self.in_flight else None
-        task = asyncio.create_task(self._write(conn, rows, previous, parked))
+        task = asyncio.create_task(self._write(conn, plan.rows, previous, parked))
         self.in_flight.append(
-            InFlight(task, ends, replies, facts, positions, outcomes, undo, verify_all, started)
+            InFlight(
+                task, ends, replies, plan.facts, positions, plan.outcomes, undo, verify_all, started
+            )
         )
         return True
 
@@ -537,19 +557,22 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             return True
         return any(key in batch.outcomes for batch in self.in_flight)
 
-    def _prior(
-        self, owned: Owned, key: Key, batch: dict[Key, tuple[int, StoredOutcome]]
-    ) -> StoredOutcome | None:
-        """The outcome stored (or about to be) for ``key``: this batch's, a batch in flight's,
-        or a committed one's."""
-        mine = batch.get(key)
-        if mine is not None:
-            return mine[1]
+    def _prior(self, partition: int, key: Key) -> StoredOutcome | None:
+        """The outcome stored (or about to be) for ``key`` outside the batch being planned: a
+        batch in flight's, or a committed one's still in memory."""
         for earlier in reversed(self.in_flight):
             found = earlier.outcomes.get(key)
             if found is not None:
                 return found[1]
-        return owned.outcomes.get(key)
+        owned = self.owned.get(partition)
+        return None if owned is None else owned.outcomes.get(key)
+
+    @staticmethod
+    def _count(plan: BatchPlan) -> None:
+        for cause in plan.refused_by:
+            REFUSED.labels(cause).inc()
+        for decision in plan.decisions:
+            OUTCOMES.labels(str(decision.outcome.status)).inc()
 
     def _fail_outside_batch(self, exc: BaseException, partitions: Iterable[int]) -> None:
         """A database call other than the batch write failed (a lookup, a republish)."""
@@ -563,7 +586,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
     @staticmethod
     async def _write(
         conn: asyncpg.Connection,
-        rows: store.BatchRows,
+        rows: BatchRows,
         previous: asyncio.Task[None] | None,
         parked: list[asyncio.Future[Any]],
     ) -> None:
@@ -707,7 +730,8 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                 # Found: full batches again (another refused command narrows down anew).
                 self.probe, self.probe_until = None, {}
             elif refusal.record:
-                refusal.record = False  # storing the answer is what fails: answer only
+                # Storing the answer is what fails: answer only.
+                self.refusals[position] = Refusal(refusal.reason, record=False)
             else:
                 # Even the bare answer is refused: the fault is not this command's. Wait.
                 self._back_off()
@@ -750,120 +774,6 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                 raise asyncpg.InterfaceError("connection lost and no way to reconnect")
             self.conns[i] = await self.connect()
             log.info("postgres_reconnected", connection=i)
-
-    def _decide_all(
-        self,
-        work: list[tuple[Owned, ConsumerRecord[Any, Any], Command, Envelope, Key]],
-        stored: dict[Key, StoredOutcome],
-        ends: dict[int, int],
-        verified: bool,
-        undo: UndoLog,
-        dead: list[tuple[ConsumerRecord[Any, Any], str, str]],
-    ) -> (
-        tuple[
-            store.BatchRows,
-            list[tuple[Envelope, Decision]],
-            dict[int, list[tuple[int, str, bytes]]],
-            list[tuple[int, Owned, Command, Key]],
-            dict[Key, tuple[int, StoredOutcome]],
-            list[Position],
-        ]
-        | None
-    ):
-        """Decide every command, apply it to memory through ``undo`` and collect the rows, the
-        replies and the facts; None if a command could not be decided (memory is rolled back,
-        the command will be refused when it is read again)."""
-        rows = store.BatchRows()
-        replies: list[tuple[Envelope, Decision]] = []
-        facts: dict[int, list[tuple[int, str, bytes]]] = {}
-        unverified: list[tuple[int, Owned, Command, Key]] = []
-        outcomes: dict[Key, tuple[int, StoredOutcome]] = {}
-        positions: list[Position] = []
-        for owned, msg, cmd, envelope, key in work:
-            partition = owned.cursor.partition
-            position = (partition, msg.offset)
-            try:
-                decision, prior = self._decide_one(owned, cmd, key, position, outcomes, stored)
-                refused = decision.outcome.error == "command_refused"
-                if refused:
-                    dead.append((msg, "refused", decision.outcome.body.decode()))
-                # A text refusal is the request's own fault, like the edge's 400s: no look-up.
-                if prior is None and not verified and not decision.record and not refused:
-                    unverified.append((len(replies), owned, cmd, key))
-                # Optimistic: taken back with ``undo`` if Postgres does not take the batch.
-                apply(owned.state, decision, undo)
-                at = datetime.fromtimestamp(msg.timestamp / 1000, tz=UTC)
-                # Entries are chained here, after the partition's head (moved through ``undo``).
-                links = rows.add_effects(decision, partition, msg.offset, at, owned.cursor, undo)
-                if decision.record:
-                    outcome = StoredOutcome(
-                        fingerprint(cmd), decision.outcome.status, decision.outcome.body
-                    )
-                    outcomes[key] = (partition, outcome)
-                    rows.add_outcome(key, outcome, decision.entry_id, partition, at)
-                for fact in facts_for(decision, partition, msg.timestamp, links):
-                    undo.set(owned.cursor, "outbox_seq", owned.cursor.outbox_seq + 1)
-                    seq = owned.cursor.outbox_seq
-                    rows.add_fact(partition, seq, fact.event_id, fact.key, fact.payload)
-                    facts.setdefault(partition, []).append((seq, fact.key, fact.payload))
-            except Exception as exc:  # a bug or an input decide can not handle: never loop
-                undo.rollback()
-                log.exception("command_not_decided", position=position)
-                self.refusals[position] = Refusal(f"it could not be decided ({type(exc).__name__})")
-                return None
-            OUTCOMES.labels(str(decision.outcome.status)).inc()
-            replies.append((envelope, decision))
-            positions.append(position)
-        for partition, end in ends.items():
-            cursor = self.owned[partition].cursor
-            rows.add_cursor(cursor, end)
-            # Optimistic: the next batch expects this one's end. If this one fails, the next
-            # one's conditional offset update fails too, and both are taken back.
-            undo.set(cursor, "next_offset", end)
-        return rows, replies, facts, unverified, outcomes, positions
-
-    def _decide_one(
-        self,
-        owned: Owned,
-        cmd: Command,
-        key: Key,
-        position: Position,
-        outcomes: dict[Key, tuple[int, StoredOutcome]],
-        stored: dict[Key, StoredOutcome],
-    ) -> tuple[Decision, StoredOutcome | None]:
-        """One command's decision, and the prior outcome it was decided against."""
-        prior = self._prior(owned, key, outcomes) or stored.get(key)
-        problem = unstorable_text(cmd)
-        if problem is not None:
-            # Decided by the request alone, like any 400: not stored (its key may be the text
-            # Postgres can not hold), and the same answer on every retry.
-            REFUSED.labels("text").inc()
-            return refuse(problem, record=False), prior
-        refusal = self.refusals.get(position)
-        if refusal is not None and prior is None:
-            REFUSED.labels("database").inc()
-            return refuse(refusal.reason, record=refusal.record), None
-        decision = decide(owned.state, cmd, prior)
-        problem = out_of_range(decision)
-        if problem is not None:
-            REFUSED.labels("range").inc()
-            return refuse(problem, record=True), prior
-        return decision, prior
-
-    async def _verify(
-        self,
-        conn: asyncpg.Connection,
-        unverified: list[tuple[int, Owned, Command, Key]],
-        replies: list[tuple[Envelope, Decision]],
-    ) -> None:
-        """Re-decide answers that stored nothing against outcomes stored earlier, if any. Such
-        decisions have no effects, so only their answers can change (to the stored one or 409)."""
-        stored = await store.stored_outcomes(conn, [key for _, _, _, key in unverified])
-        for index, owned, cmd, key in unverified:
-            prior = stored.get(key)
-            if prior is not None:
-                envelope, _ = replies[index]
-                replies[index] = (envelope, decide(owned.state, cmd, prior))
 
     def _answer_when_published(self, batch: InFlight) -> None:
         """Answer the batch's callers once its facts (and all earlier ones of its partitions)

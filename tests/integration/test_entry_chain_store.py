@@ -11,6 +11,7 @@ import pytest
 
 from ledger import store
 from ledger.chain import verify_chains
+from ledger_core.batch_rows import BatchRows, PartitionCursor
 from ledger_core.commands import (
     Command,
     CreateCustomer,
@@ -40,11 +41,11 @@ async def conn(database: str) -> AsyncIterator[asyncpg.Connection]:
 class Writer:
     """The writer's batch building for one partition (decide, apply, chain, facts), no Kafka."""
 
-    def __init__(self, cursor: store.PartitionCursor, state: PartitionState) -> None:
+    def __init__(self, cursor: PartitionCursor, state: PartitionState) -> None:
         self.cursor, self.state = cursor, state
 
-    def batch(self, commands: list[Command], *, chained: bool = True) -> store.BatchRows:
-        rows = store.BatchRows()
+    def batch(self, commands: list[Command], *, chained: bool = True) -> BatchRows:
+        rows = BatchRows()
         undo = UndoLog()
         for cmd in commands:
             decision = decide(self.state, cmd, None)

@@ -11,6 +11,7 @@ from test_ledger_store import batch_for
 
 from ledger import store
 from ledger.audit import audit
+from ledger_core.batch_rows import BatchRows, PartitionCursor
 from ledger_core.commands import (
     CreateCustomer,
     ExchangeReserve,
@@ -53,7 +54,7 @@ def settle(customer: str, exchange_id: str) -> ExchangeSettle:
 
 async def write(
     conn: asyncpg.Connection, partition: int, commands: list[object]
-) -> tuple[PartitionState, store.PartitionCursor]:
+) -> tuple[PartitionState, PartitionCursor]:
     cursor = await store.take_over(conn, partition)
     state = await store.load_partition(conn, partition)
     rows, decisions = batch_for(state, cursor, commands, cursor.next_offset)
@@ -138,12 +139,12 @@ async def test_the_database_refuses_a_second_release(conn: asyncpg.Connection) -
     assert await conn.fetchval("SELECT count(*) FROM journal_entries WHERE kind = 'exchange'") == 0
 
 
-def _off_by_one(rows: store.BatchRows) -> None:
+def _off_by_one(rows: BatchRows) -> None:
     # The rounding posting: the target leg no longer sums to zero.
     rows.postings[-1] = rows.postings[-1]._replace(amount=rows.postings[-1].amount - 1)
 
 
-def _wrong_currency(rows: store.BatchRows) -> None:
+def _wrong_currency(rows: BatchRows) -> None:
     # The source leg claimed to be ETH: it still sums to zero "in ETH", so only the check of
     # the stated currency against the account's can catch it.
     for i in (0, 1):
@@ -159,7 +160,7 @@ def _wrong_currency(rows: store.BatchRows) -> None:
     ids=["unbalanced-target-leg", "wrong-currency"],
 )
 async def test_the_database_checks_exchange_entries_per_currency(
-    conn: asyncpg.Connection, forge: Callable[[store.BatchRows], None], error: str
+    conn: asyncpg.Connection, forge: Callable[[BatchRows], None], error: str
 ) -> None:
     await write(conn, 4, [*funded("eve"), reserve("eve", "x1", "60")])
     cursor = await store.take_over(conn, 4)

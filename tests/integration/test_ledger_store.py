@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from ledger import store
+from ledger_core.batch_rows import BatchRows, PartitionCursor
 from ledger_core.commands import (
     CreateCustomer,
     MoneyCommand,
@@ -36,12 +37,12 @@ async def conn(database: str) -> AsyncIterator[asyncpg.Connection]:
 
 def batch_for(
     state: PartitionState,
-    cursor: store.PartitionCursor,
+    cursor: PartitionCursor,
     commands: list[object],
     first_offset: int = 0,
-) -> tuple[store.BatchRows, list[Decision]]:
+) -> tuple[BatchRows, list[Decision]]:
     """Decide ``commands`` and build the batch the writer would write."""
-    rows = store.BatchRows()
+    rows = BatchRows()
     decisions = []
     for i, cmd in enumerate(commands):
         decision = decide(state, cmd, None)  # type: ignore[arg-type]

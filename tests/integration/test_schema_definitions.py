@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from ledger import store
+from ledger_core.batch_rows import BatchRows
 from ledger_core.rows import SQL_TYPES
 from wallet_platform.schema import (
     SchemaError,
@@ -137,7 +138,7 @@ async def test_a_connection_writes_again_after_the_definitions_were_reapplied(
     try:
         await store.ensure_currencies(writer)
         cursor = await store.take_over(writer, 0)
-        rows = store.BatchRows()
+        rows = BatchRows()
         rows.add_cursor(cursor, 1)
         await store.apply_batch(writer, rows)  # prepared: the row types' oids are cached
 
@@ -146,7 +147,7 @@ async def test_a_connection_writes_again_after_the_definitions_were_reapplied(
         assert (await migrate_all(migrator))[1] == ["ledger_apply_batch"]
 
         cursor.next_offset = 1
-        rows = store.BatchRows()
+        rows = BatchRows()
         rows.add_cursor(cursor, 2)
         # The first attempt meets the stale cache (the writer retries a transient fault) ...
         with pytest.raises(asyncpg.PostgresError) as failed:

@@ -4,6 +4,7 @@ times) hash equal, and one changed posting, balance, outcome or block changes th
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -11,17 +12,17 @@ import pytest
 
 from ledger import store
 from ledger.state_hash import state_hash
+from ledger_core.batch_rows import PartitionCursor
 from ledger_core.commands import (
     Command,
     CreateCustomer,
     MoneyCommand,
     OpenBalance,
     SetBlocked,
-    fingerprint,
     idempotency_key,
 )
-from ledger_core.decide import StoredOutcome, apply, decide
-from ledger_core.facts import facts_for
+from ledger_core.plan import Incoming, plan_batch
+from ledger_core.state import PartitionState, UndoLog
 from wallet_stack import create_database, drop_database, dsn_for
 
 pytestmark = pytest.mark.integration
@@ -38,32 +39,37 @@ COMMANDS: list[Command] = [
 ]
 
 
+@dataclass
+class Memory:
+    """A partition's memory, as the writer holds it."""
+
+    cursor: PartitionCursor
+    state: PartitionState
+
+
 async def write_ledger(dsn: str, at: datetime, partition: int = 3) -> None:
-    """Apply ``COMMANDS`` as the writer would, one batch, stamped with ``at``."""
+    """Apply ``COMMANDS`` as the writer would, one batch planned by ``plan_batch``, stamped
+    with ``at``."""
     conn = await asyncpg.connect(dsn)
     try:
         await store.ensure_currencies(conn)
-        cursor = await store.take_over(conn, partition)
-        state = await store.load_partition(conn, partition)
-        rows = store.BatchRows()
-        seq = 0
-        for offset, cmd in enumerate(COMMANDS):
-            decision = decide(state, cmd, None)
-            apply(state, decision)
-            rows.add_effects(decision, partition, offset, at)
-            if decision.record:
-                outcome = StoredOutcome(
-                    fingerprint(cmd), decision.outcome.status, decision.outcome.body
-                )
-                rows.add_outcome(idempotency_key(cmd), outcome, decision.entry_id, partition, at)
-            for fact in facts_for(decision, partition, int(at.timestamp() * 1000)):
-                seq += 1
-                rows.add_fact(partition, seq, fact.event_id, fact.key, fact.payload)
-        cursor_end = len(COMMANDS)
-        rows.add_cursor(cursor, cursor_end)
-        # The outbox sequence the batch reached.
-        rows.cursors[-1] = rows.cursors[-1]._replace(outbox_seq=seq)
-        await store.apply_batch(conn, rows)
+        memory = Memory(
+            await store.take_over(conn, partition), await store.load_partition(conn, partition)
+        )
+        at_ms = int(at.timestamp() * 1000)
+        commands = [
+            Incoming(partition, offset, at_ms, cmd, idempotency_key(cmd))
+            for offset, cmd in enumerate(COMMANDS)
+        ]
+        plan = plan_batch(
+            {partition: memory},
+            commands,
+            {partition: len(COMMANDS)},
+            lambda p, key: None,
+            UndoLog(),
+            verified=True,
+        )
+        await store.apply_batch(conn, plan.rows)
     finally:
         await conn.close()
 

@@ -36,6 +36,7 @@ from bench.procstat import cpu_seconds
 from bench.stack import drop_database
 from ledger import store
 from ledger.chain import verify_chains
+from ledger_core.batch_rows import BatchRows
 from ledger_core.commands import MoneyCommand, fingerprint, idempotency_key
 from ledger_core.decide import StoredOutcome, apply, decide
 from ledger_core.facts import facts_for
@@ -67,7 +68,7 @@ class Partition:
         self, conn: asyncpg.Connection, commands: list[Any]
     ) -> tuple[float, float, float, float]:
         """Decide and write one batch; (write seconds, rows CPU, apply CPU, server CPU)."""
-        rows = store.BatchRows()
+        rows = BatchRows()
         rows_cpu = 0.0
         offset = self.cursor.next_offset
         for i, cmd in enumerate(commands):
