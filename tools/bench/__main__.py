@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -529,6 +530,9 @@ def print_scenario(name: str, r: dict[str, Any]) -> None:
 def main() -> None:
     import uvloop
 
+    # SIGTERM (a `timeout`, a kill by pid) ends a run as Ctrl-C does: the stack's services are
+    # stopped and the scratch database dropped, instead of being left running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.exit(uvloop.run(run(parse_args())))
 
 
