@@ -86,59 +86,9 @@ class BatchRows:
         links: dict[uuid.UUID, ChainLink] = {}
         for effect in decision.effects:
             if isinstance(effect, JournalEntry):
-                link = None
-                if cursor is not None:
-                    chained = ChainEntry(
-                        partition,
-                        effect.entry_id,
-                        effect.kind,
-                        effect.customer_id,
-                        effect.balance_id,
-                        effect.request_id,
-                        effect.currency,
-                        effect.amount,
-                        effect.comment,
-                        None,
-                        micros(at),
-                        [
-                            ChainPosting(
-                                p.account_id, p.seq, p.amount, p.balance_after, effect.currency
-                            )
-                            for p in effect.postings
-                        ],
-                    )
-                    link = links[effect.entry_id] = self._chain(cursor, undo, chained)
-                self.entries.append(
-                    EntryRow(
-                        effect.entry_id,
-                        partition,
-                        offset,
-                        effect.kind,
-                        effect.customer_id,
-                        effect.balance_id,
-                        effect.request_id,
-                        effect.currency,
-                        effect.amount,
-                        effect.comment,
-                        at,
-                        None,
-                        *_chain_columns(link),
-                    )
-                )
-                for i, p in enumerate(effect.postings):
-                    # The first posting is the customer's: it may not go negative. A single-
-                    # currency entry states no currency per posting (NULL: the entry's).
-                    self.postings.append(
-                        PostingRow(
-                            effect.entry_id,
-                            p.account_id,
-                            p.seq,
-                            p.amount,
-                            p.balance_after,
-                            i == 0,
-                            None,
-                        )
-                    )
+                link = self._add_entry(effect, partition, offset, at, cursor, undo)
+                if link is not None:
+                    links[effect.entry_id] = link
             elif isinstance(effect, ReservationMade):
                 self.reservations.append(
                     ReservationRow(
@@ -178,6 +128,64 @@ class BatchRows:
                 self.blocks[effect.customer_id] = BlockRow(effect.customer_id, effect.blocked, at)
         return links
 
+    def _add_entry(
+        self,
+        entry: JournalEntry,
+        partition: int,
+        offset: int,
+        at: datetime,
+        cursor: PartitionCursor | None,
+        undo: UndoLog | None,
+    ) -> ChainLink | None:
+        """An entry's row and its postings' rows, chained after the cursor's head if given."""
+        # What the entry's row and its hash both hold, in the order both list them.
+        described = (
+            entry.kind,
+            entry.customer_id,
+            entry.balance_id,
+            entry.request_id,
+            entry.currency,
+            entry.amount,
+            entry.comment,
+        )
+        link = None
+        if cursor is not None:
+            postings = [
+                ChainPosting(p.account_id, p.seq, p.amount, p.balance_after, p.currency)
+                for p in entry.postings
+            ]
+            chained = ChainEntry(
+                partition, entry.entry_id, *described, entry.order_id, micros(at), postings
+            )
+            link = self._chain(cursor, undo, chained)
+        self.entries.append(
+            EntryRow(
+                entry.entry_id,
+                partition,
+                offset,
+                *described,
+                at,
+                entry.order_id,
+                *_chain_columns(link),
+            )
+        )
+        # A customer's posting may not go negative. A single-currency entry states no currency
+        # per posting (NULL: the entry's); an exchange entry states each posting's.
+        stated = entry.exchange is not None
+        for p in entry.postings:
+            self.postings.append(
+                PostingRow(
+                    entry.entry_id,
+                    p.account_id,
+                    p.seq,
+                    p.amount,
+                    p.balance_after,
+                    p.balance_id is not None,
+                    p.currency if stated else None,
+                )
+            )
+        return link
+
     def _chain(self, cursor: PartitionCursor, undo: UndoLog | None, entry: ChainEntry) -> ChainLink:
         """Link ``entry`` after the cursor's chain head and make it the head."""
         self.chain_from.setdefault(cursor.partition, cursor.chain_seq)
@@ -201,54 +209,7 @@ class BatchRows:
         entry = effect.entry
         link = None
         if entry is not None:
-            if cursor is not None:
-                chained = ChainEntry(
-                    partition,
-                    entry.entry_id,
-                    entry.kind,
-                    entry.customer_id,
-                    entry.source_balance_id,
-                    entry.exchange_id,
-                    entry.currency,
-                    entry.amount,
-                    entry.comment,
-                    entry.order_id,
-                    micros(at),
-                    [
-                        ChainPosting(p.account_id, p.seq, p.amount, p.balance_after, p.currency)
-                        for p in entry.postings
-                    ],
-                )
-                link = self._chain(cursor, undo, chained)
-            self.entries.append(
-                EntryRow(
-                    entry.entry_id,
-                    partition,
-                    offset,
-                    entry.kind,
-                    entry.customer_id,
-                    entry.source_balance_id,
-                    entry.exchange_id,
-                    entry.currency,
-                    entry.amount,
-                    entry.comment,
-                    at,
-                    entry.order_id,
-                    *_chain_columns(link),
-                )
-            )
-            for p in entry.postings:
-                self.postings.append(
-                    PostingRow(
-                        entry.entry_id,
-                        p.account_id,
-                        p.seq,
-                        p.amount,
-                        p.balance_after,
-                        p.balance_id is not None,
-                        p.currency,
-                    )
-                )
+            link = self._add_entry(entry, partition, offset, at, cursor, undo)
         self.releases.append(
             ReleaseRow(
                 effect.customer_id,

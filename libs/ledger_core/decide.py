@@ -86,24 +86,54 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Posting:
+    """One leg of an entry, on a customer balance (``balance_id``) or on a system account shard
+    (``system_kind``), in ``currency``."""
+
     account_id: uuid.UUID
-    amount: int  # signed, minor units; the postings of an entry sum to zero
+    amount: int  # signed, minor units; an entry's postings sum to zero in each currency
     seq: int  # the account's sequence number of this posting (1, 2, ...)
     balance_after: int
+    currency: str
+    balance_id: str | None  # the customer's balance, or None for a system account
+    system_kind: str | None  # the system account's kind, or None for a customer balance
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeTerms:
+    """What an exchange entry converts: the target side of a settled exchange."""
+
+    target_balance_id: str
+    target_currency: str
+    paid: int  # to the customer's target balance, minor units of the target currency
+    markup_revenue: int
+    affiliate_margin: int
+    rounding: int
 
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
+    """A journal entry: the one model of every posting the ledger makes.
+
+    A single-currency entry (debit, credit, deposit, withdrawal, their reversals) has two
+    postings in ``currency``, the customer's first. An exchange entry (``kind`` "exchange",
+    ``exchange`` set; ``balance_id`` is the source balance, ``request_id`` the exchange id) has
+    postings in two currencies, each summing to zero. Source currency: customer -amount, exchange
+    clearing +amount. Target currency: exchange clearing -(paid + markup + affiliate + rounding),
+    customer +paid, markup revenue +markup, affiliate margin +affiliate, rounding +rounding
+    (zero parts are left out).
+    """
+
     entry_id: uuid.UUID
     kind: str
     customer_id: str
     balance_id: str
     request_id: str
     currency: str
-    amount: int
+    amount: int  # minor units of ``currency``
     comment: str
-    counterparty: str  # system account kind on the other side
     postings: tuple[Posting, ...]
+    order_id: str | None = None
+    exchange: ExchangeTerms | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,47 +174,6 @@ class BalanceState:
 
 
 @dataclass(frozen=True, slots=True)
-class ExchangePosting:
-    """A posting of an exchange entry: on a customer balance or on a system account shard."""
-
-    account_id: uuid.UUID
-    currency: str
-    amount: int  # signed, minor units of ``currency``
-    seq: int
-    balance_after: int
-    balance_id: str | None  # the customer's balance, or None for a system account
-    system_kind: str | None  # the system account's kind, or None for a customer balance
-
-
-@dataclass(frozen=True, slots=True)
-class ExchangeEntry:
-    """The journal entry of a settled exchange: postings in two currencies, each summing to zero.
-
-    Source currency: customer -amount, exchange clearing +amount. Target currency: exchange
-    clearing -(paid + markup + affiliate + rounding), customer +paid, markup revenue +markup,
-    affiliate margin +affiliate, rounding +rounding (zero parts are left out).
-    """
-
-    entry_id: uuid.UUID
-    customer_id: str
-    exchange_id: str
-    order_id: str
-    source_balance_id: str
-    currency: str  # source currency
-    amount: int  # source amount, minor units
-    target_balance_id: str
-    target_currency: str
-    paid: int
-    markup_revenue: int
-    affiliate_margin: int
-    rounding: int
-    comment: str
-    postings: tuple[ExchangePosting, ...]
-
-    kind = "exchange"
-
-
-@dataclass(frozen=True, slots=True)
 class ReservationMade:
     """An exchange's hold on its source balance (no posting: the total balance is unchanged)."""
 
@@ -213,7 +202,7 @@ class ReservationReleased:
     amount: int
     source: BalanceState  # after the release (and the entry, if settled)
     target: BalanceState | None  # after the entry, if settled
-    entry: ExchangeEntry | None
+    entry: JournalEntry | None
 
 
 Effect = (
@@ -371,11 +360,7 @@ def _decide_money(state: PartitionState, cmd: MoneyCommand) -> Decision:
         currency=cmd.currency,
         amount=amount,
         comment=cmd.comment,
-        counterparty=counter_kind,
-        postings=(
-            Posting(account.account_id, delta, account.seq + 1, new_balance),
-            Posting(counter.account_id, -delta, counter.seq + 1, counter.balance - delta),
-        ),
+        postings=_two_postings(account, cmd.balance_id, delta, counter, counter_kind),
     )
     body = {
         "customer_id": cmd.customer_id,
@@ -431,11 +416,7 @@ def _decide_reversal(state: PartitionState, cmd: Reversal) -> Decision:
         currency=cmd.currency,
         amount=amount,
         comment=cmd.comment,
-        counterparty="settlement",
-        postings=(
-            Posting(account.account_id, delta, account.seq + 1, new_balance),
-            Posting(counter.account_id, -delta, counter.seq + 1, counter.balance - delta),
-        ),
+        postings=_two_postings(account, cmd.balance_id, delta, counter, "settlement"),
     )
     body = {
         "customer_id": cmd.customer_id,
@@ -449,6 +430,34 @@ def _decide_reversal(state: PartitionState, cmd: Reversal) -> Decision:
         "currency_code": cmd.currency,
     }
     return _ok(201, body, entry)
+
+
+def _two_postings(
+    account: Account, balance_id: str, delta: int, counter: Account, counter_kind: str
+) -> tuple[Posting, Posting]:
+    """A single-currency entry's postings: ``delta`` on the customer's balance, its opposite
+    on the system account."""
+    currency = account.currency
+    return (
+        Posting(
+            account.account_id,
+            delta,
+            account.seq + 1,
+            account.balance + delta,
+            currency,
+            balance_id,
+            None,
+        ),
+        Posting(
+            counter.account_id,
+            -delta,
+            counter.seq + 1,
+            counter.balance - delta,
+            currency,
+            None,
+            counter_kind,
+        ),
+    )
 
 
 def _system(state: PartitionState, kind: str, currency: str) -> Account:
@@ -577,25 +586,25 @@ def _decide_settle(state: PartitionState, cmd: ExchangeSettle) -> Decision:
         return _error("insufficient_funds")
     if paid and target.balance + paid > ceiling(target_currency):
         return _above_ceiling(target_currency)
-    postings: list[ExchangePosting] = [
-        ExchangePosting(
+    postings: list[Posting] = [
+        Posting(
             source.account_id,
-            currency,
             -res.amount,
             source.seq + 1,
             source_after,
+            currency,
             res.source_balance_id,
             None,
         )
     ]
     clearing = _system(state, "exchange_clearing", currency)
     postings.append(
-        ExchangePosting(
+        Posting(
             clearing.account_id,
-            currency,
             res.amount,
             clearing.seq + 1,
             clearing.balance + res.amount,
+            currency,
             None,
             "exchange_clearing",
         )
@@ -604,12 +613,12 @@ def _decide_settle(state: PartitionState, cmd: ExchangeSettle) -> Decision:
     if total:
         target_clearing = _system(state, "exchange_clearing", target_currency)
         postings.append(
-            ExchangePosting(
+            Posting(
                 target_clearing.account_id,
-                target_currency,
                 -total,
                 target_clearing.seq + 1,
                 target_clearing.balance - total,
+                target_currency,
                 None,
                 "exchange_clearing",
             )
@@ -617,12 +626,12 @@ def _decide_settle(state: PartitionState, cmd: ExchangeSettle) -> Decision:
     if paid:
         target_seq += 1
         postings.append(
-            ExchangePosting(
+            Posting(
                 target.account_id,
-                target_currency,
                 paid,
                 target_seq,
                 target.balance + paid,
+                target_currency,
                 res.target_balance_id,
                 None,
             )
@@ -635,32 +644,30 @@ def _decide_settle(state: PartitionState, cmd: ExchangeSettle) -> Decision:
         if value:
             account = _system(state, kind, target_currency)
             postings.append(
-                ExchangePosting(
+                Posting(
                     account.account_id,
-                    target_currency,
                     value,
                     account.seq + 1,
                     account.balance + value,
+                    target_currency,
                     None,
                     kind,
                 )
             )
-    entry = ExchangeEntry(
+    entry = JournalEntry(
         entry_id=stable_id("entry", *idempotency_key(cmd)),
+        kind="exchange",
         customer_id=cmd.customer_id,
-        exchange_id=cmd.exchange_id,
-        order_id=cmd.order_id,
-        source_balance_id=res.source_balance_id,
+        balance_id=res.source_balance_id,
+        request_id=cmd.exchange_id,
         currency=currency,
         amount=res.amount,
-        target_balance_id=res.target_balance_id,
-        target_currency=target_currency,
-        paid=paid,
-        markup_revenue=markup,
-        affiliate_margin=affiliate,
-        rounding=rounding,
         comment=f"exchange {cmd.exchange_id}, order {cmd.order_id}",
         postings=tuple(postings),
+        order_id=cmd.order_id,
+        exchange=ExchangeTerms(
+            res.target_balance_id, target_currency, paid, markup, affiliate, rounding
+        ),
     )
     source_state = _balance_state(
         res.source_balance_id,
@@ -750,12 +757,7 @@ def apply(state: PartitionState, decision: Decision, undo: UndoLog | None = None
     log = UndoLog() if undo is None else undo
     for effect in decision.effects:
         if isinstance(effect, JournalEntry):
-            accounts = (
-                state.customers[effect.customer_id].balances[effect.balance_id],
-                state.system_account(effect.counterparty, effect.currency, log),
-            )
-            for account, posting in zip(accounts, effect.postings, strict=True):
-                _post(log, account, posting.account_id, posting.seq, posting.balance_after)
+            _post_entry(state, effect, log)
         elif isinstance(effect, NewCustomer):
             log.put(state.customers, effect.customer_id, Customer())
         elif isinstance(effect, NewAccount):
@@ -785,21 +787,23 @@ def apply(state: PartitionState, decision: Decision, undo: UndoLog | None = None
         else:
             customer = state.customers[effect.customer_id]
             if effect.entry is not None:
-                for leg in effect.entry.postings:
-                    if leg.balance_id is not None:
-                        account = customer.balances[leg.balance_id]
-                    else:
-                        assert leg.system_kind is not None
-                        account = state.system_account(leg.system_kind, leg.currency, log)
-                    _post(log, account, leg.account_id, leg.seq, leg.balance_after)
+                _post_entry(state, effect.entry, log)
             reservation = log.pop(customer.reservations, effect.exchange_id)
             source = customer.balances[reservation.source_balance_id]
             log.set(source, "reserved", source.reserved - reservation.amount)
             log.set(source, "holds", source.holds + 1)
 
 
-def _post(log: UndoLog, account: Account, account_id: uuid.UUID, seq: int, after: int) -> None:
-    assert account_id == account.account_id, "posting on the wrong account"
-    assert seq == account.seq + 1, "posting out of sequence"
-    log.set(account, "seq", seq)
-    log.set(account, "balance", after)
+def _post_entry(state: PartitionState, entry: JournalEntry, log: UndoLog) -> None:
+    """Move each posting's account to its sequence number and balance-after."""
+    balances = state.customers[entry.customer_id].balances
+    for posting in entry.postings:
+        if posting.balance_id is not None:
+            account = balances[posting.balance_id]
+        else:
+            assert posting.system_kind is not None
+            account = state.system_account(posting.system_kind, posting.currency, log)
+        assert posting.account_id == account.account_id, "posting on the wrong account"
+        assert posting.seq == account.seq + 1, "posting out of sequence"
+        log.set(account, "seq", posting.seq)
+        log.set(account, "balance", posting.balance_after)

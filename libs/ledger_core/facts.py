@@ -179,17 +179,18 @@ def _released(effect: ReservationReleased) -> tuple[Any, dict[str, Any]]:
         body["reason"] = effect.reason
         body["balances"] = [_balance(effect.source)]
         return event_id, body
-    assert effect.target is not None
-    target = entry.target_currency
+    assert effect.target is not None and entry.exchange is not None
+    terms = entry.exchange
+    target = terms.target_currency
     body.update(
         entry_id=id_text(entry.entry_id),
         comment=entry.comment,
-        target_balance_id=entry.target_balance_id,
+        target_balance_id=terms.target_balance_id,
         target_currency_code=target,
-        paid=format_amount(entry.paid, target),
-        markup_revenue=format_amount(entry.markup_revenue, target),
-        affiliate_margin=format_amount(entry.affiliate_margin, target),
-        rounding=format_amount(entry.rounding, target),
+        paid=format_amount(terms.paid, target),
+        markup_revenue=format_amount(terms.markup_revenue, target),
+        affiliate_margin=format_amount(terms.affiliate_margin, target),
+        rounding=format_amount(terms.rounding, target),
         postings=[
             {
                 "account_id": id_text(p.account_id),

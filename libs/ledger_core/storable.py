@@ -44,16 +44,13 @@ def out_of_range(decision: Decision) -> str | None:
     """Why an amount the decision writes would not fit its column, or None if all fit."""
     for effect in decision.effects:
         amounts: list[int] = []
-        if isinstance(effect, JournalEntry):
-            amounts.append(effect.amount)
-            for p in effect.postings:
+        entry = effect.entry if isinstance(effect, ReservationReleased) else effect
+        if isinstance(entry, JournalEntry):
+            amounts.append(entry.amount)
+            for p in entry.postings:
                 amounts += (p.amount, p.balance_after)
         elif isinstance(effect, ReservationMade):
             amounts.append(effect.amount)
-        elif isinstance(effect, ReservationReleased) and effect.entry is not None:
-            amounts.append(effect.entry.amount)
-            for leg in effect.entry.postings:
-                amounts += (leg.amount, leg.balance_after)
         if any(abs(a) >= NUMERIC_LIMIT for a in amounts):
             return "an amount or balance would exceed NUMERIC(40,0)"
     return None

@@ -168,7 +168,8 @@ def test_settle_posts_both_legs_with_the_rounding_remainder_on_the_rounding_acco
     (released,) = decision.effects
     assert isinstance(released, ReservationReleased) and released.entry is not None
     entry = released.entry
-    assert (entry.order_id, entry.exchange_id) == ("order-1", "x1")
+    assert (entry.kind, entry.order_id, entry.request_id) == ("exchange", "order-1", "x1")
+    assert entry.exchange is not None and entry.exchange.target_currency == "BTC"
     legs = {(p.balance_id or p.system_kind, p.currency): p.amount for p in entry.postings}
     assert legs == {
         ("usdt", "USDT"): -60_000000,

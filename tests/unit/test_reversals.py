@@ -79,7 +79,7 @@ def test_a_deposits_reversal_takes_the_amount_back_out_linked_to_the_original() 
     assert decision.outcome.status == 201 and decision.record
     (entry,) = decision.effects
     assert isinstance(entry, JournalEntry)
-    assert (entry.kind, entry.request_id, entry.counterparty) == (
+    assert (entry.kind, entry.request_id, entry.postings[1].system_kind) == (
         "deposit_reversal",
         entries["d1"],
         "settlement",
