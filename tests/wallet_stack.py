@@ -249,6 +249,26 @@ class Stack:
         for service in self.launch():
             await wait_ready(service)
 
+    def run_tool(self, *args: str, timeout: float = 180) -> tuple[int, str]:
+        """A ``python -m ...`` command line against this stack's database and topics, as an
+        operator runs it: its exit status and its output (stdout, then stderr)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
+        env |= {
+            "WALLET_PG_DSN": self.dsn,
+            "WALLET_KAFKA_BOOTSTRAP": self.kafka,
+            "WALLET_TOPIC_PREFIX": self.prefix,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return done.returncode, done.stdout + done.stderr
+
     def stop(self) -> None:
         for service in reversed(list(self.services.values())):
             service.stop()

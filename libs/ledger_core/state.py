@@ -57,7 +57,7 @@ def stable_id(*parts: object) -> uuid.UUID:
 
 
 _ID_TEXTS: dict[uuid.UUID, str] = {}
-_ID_TEXTS_KEPT = 100_000
+_ID_TEXTS_KEPT = 20_000
 
 
 def id_text(value: uuid.UUID) -> str:

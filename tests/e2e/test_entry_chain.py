@@ -7,10 +7,7 @@ caught at its entry."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -30,29 +27,9 @@ from ledger_core.commands import (
 from wallet_clients import Operator, Wallet
 from wallet_platform import kafka_admin, topics
 from wallet_platform.kafka import make_consumer
-from wallet_stack import REPO, Stack, create_database, drop_database, dsn_for
+from wallet_stack import Stack, create_database, drop_database, dsn_for
 
 pytestmark = pytest.mark.e2e
-
-
-def run_tool(stack: Stack, *args: str) -> tuple[int, str]:
-    """A ``python -m ...`` command line against the stack, as an operator runs it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
-    env |= {
-        "WALLET_PG_DSN": stack.dsn,
-        "WALLET_KAFKA_BOOTSTRAP": stack.kafka,
-        "WALLET_TOPIC_PREFIX": stack.prefix,
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    return done.returncode, done.stdout + done.stderr
 
 
 async def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
@@ -128,7 +105,7 @@ async def traffic(stack: Stack, operator: Operator, wallet: Wallet) -> None:
 async def test_the_chain_verifies_after_a_kill_callbacks_a_reversal_and_an_exchange(
     traffic: None, stack: Stack
 ) -> None:
-    code, output = run_tool(stack, "ledger.chain", "verify")
+    code, output = stack.run_tool("ledger.chain", "verify")
 
     assert code == 0, output
     assert "chain intact" in output
@@ -184,7 +161,7 @@ async def fresh(pg_template: str) -> AsyncIterator[str]:
 async def test_a_replay_into_a_fresh_ledger_rebuilds_the_same_chains(
     traffic: None, stack: Stack, fresh: str
 ) -> None:
-    code, output = run_tool(stack, "ledger.replay", "--into-dsn", fresh)
+    code, output = stack.run_tool("ledger.replay", "--into-dsn", fresh)
 
     assert code == 0, output
     # The entries' times are the commands' Kafka timestamps: the same in a replay of the topic.
@@ -212,9 +189,7 @@ async def test_a_hand_altered_posting_is_caught_at_its_entry(
     finally:
         await conn.close()
 
-    code, output = run_tool(
-        stack, "ledger.chain", "verify", "--partition", str(target["partition"])
-    )
+    code, output = stack.run_tool("ledger.chain", "verify", "--partition", str(target["partition"]))
 
     assert code == 1, output
     expected = (

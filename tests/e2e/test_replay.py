@@ -75,28 +75,8 @@ class Replayed:
     hashes: dict[str, str]
 
 
-def run_tool(stack: Stack, *args: str) -> tuple[int, str]:
-    """A ``python -m ledger...`` command line against the stack, as an operator runs it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
-    env |= {
-        "WALLET_PG_DSN": stack.dsn,
-        "WALLET_KAFKA_BOOTSTRAP": stack.kafka,
-        "WALLET_TOPIC_PREFIX": stack.prefix,
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    return done.returncode, done.stdout + done.stderr
-
-
 def replay(stack: Stack, into: str) -> Replayed:
-    code, output = run_tool(stack, "ledger.replay", "--into-dsn", into, "--progress-seconds", "1")
+    code, output = stack.run_tool("ledger.replay", "--into-dsn", into, "--progress-seconds", "1")
     return Replayed(code, output, {m[0]: m[1] for m in HASH_LINE.findall(output)})
 
 
@@ -222,8 +202,8 @@ async def test_a_fresh_ledger_changed_after_the_replay_no_longer_hashes_the_same
         " WHERE (account_id, seq) = (SELECT account_id, seq FROM postings LIMIT 1)",
     )
 
-    code, output = run_tool(
-        stack, "ledger.state_hash", "--dsn", fresh, "--expect", result.hashes["live"]
+    code, output = stack.run_tool(
+        "ledger.state_hash", "--dsn", fresh, "--expect", result.hashes["live"]
     )
 
     assert code == 1, output
@@ -252,7 +232,7 @@ async def test_a_replay_that_writes_something_else_exits_with_a_mismatch(
 async def test_a_replay_refuses_a_database_that_is_not_empty(
     live_traffic: None, stack: Stack
 ) -> None:
-    code, output = run_tool(stack, "ledger.replay", "--into-dsn", dsn_for(stack.database + "?"))
+    code, output = stack.run_tool("ledger.replay", "--into-dsn", dsn_for(stack.database + "?"))
     # The live ledger itself, named differently: refused for its rows, never written to.
     assert code == 2, output
     assert "not empty" in output
@@ -270,7 +250,7 @@ async def live_offsets(dsn: str) -> dict[int, int]:
 
 def live_hash(stack: Stack) -> str:
     """The live ledger's state hash, as ``python -m ledger.state_hash`` prints it."""
-    code, output = run_tool(stack, "ledger.state_hash")
+    code, output = stack.run_tool("ledger.state_hash")
     found = re.search(r"^state hash ([0-9a-f]{64}) ", output, re.M)
     assert code == 0 and found is not None, output
     return found[1]
@@ -279,8 +259,7 @@ def live_hash(stack: Stack) -> str:
 async def test_a_capped_uncompared_replay_to_the_logs_end_hashes_as_the_quiet_live_ledger(
     live_traffic: None, stack: Stack, fresh: str
 ) -> None:
-    code, output = run_tool(
-        stack,
+    code, output = stack.run_tool(
         "ledger.replay",
         "--into-dsn",
         fresh,
@@ -299,7 +278,7 @@ async def test_a_capped_uncompared_replay_to_the_logs_end_hashes_as_the_quiet_li
     # The live ledger is quiet after its traffic, so it sits at the log's end: the same ledger.
     expected = live_hash(stack)
     assert hashes["fresh"] == expected
-    code, checked = run_tool(stack, "ledger.state_hash", "--dsn", fresh, "--expect", expected)
+    code, checked = stack.run_tool("ledger.state_hash", "--dsn", fresh, "--expect", expected)
     assert code == 0, checked
     assert "MISMATCH" not in checked
 
@@ -332,7 +311,7 @@ async def test_a_replay_to_an_offsets_file_is_compared_only_at_the_live_ledgers_
 
 def replay_until(stack: Stack, into: str, offsets: Path) -> Replayed:
     """``ledger.replay`` up to the offsets in the file ``offsets``."""
-    code, output = run_tool(
-        stack, "ledger.replay", "--into-dsn", into, "--until-offsets", str(offsets)
+    code, output = stack.run_tool(
+        "ledger.replay", "--into-dsn", into, "--until-offsets", str(offsets)
     )
     return Replayed(code, output, {m[0]: m[1] for m in HASH_LINE.findall(output)})
