@@ -518,7 +518,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
                     refusals=self.refusals,
                 )
             except Undecidable as exc:
-                log.error("command_not_decided", position=exc.position, error=repr(exc.cause))
+                log.exception("command_not_decided", position=exc.position)  # with the cause
                 self.refusals[exc.position] = Refusal(
                     f"it could not be decided ({type(exc.cause).__name__})"
                 )
