@@ -207,7 +207,7 @@ def _decide_one(
         # Postgres can not hold), and the same answer on every retry.
         plan.refused_by.append(TEXT)
         return refuse(problem, record=False), prior
-    refusal = refusals.get(position) if refusals else None
+    refusal = refusals.get(position)
     if refusal is not None and prior is None:
         plan.refused_by.append(DATABASE)
         return refuse(refusal.reason, record=refusal.record), None

@@ -553,9 +553,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
         return True
 
     def _known(self, owned: Owned, key: Key) -> bool:
-        if key in owned.outcomes:
-            return True
-        return any(key in batch.outcomes for batch in self.in_flight)
+        return self._prior(owned.cursor.partition, key) is not None
 
     def _prior(self, partition: int, key: Key) -> StoredOutcome | None:
         """The outcome stored (or about to be) for ``key`` outside the batch being planned: a

@@ -181,7 +181,7 @@ def round_record(
     return {
         "round": number,
         "versions": versions,
-        "shared": {
+        "shared_by_all": {
             "requests": total,
             "cpu_s": {k: round(v, 3) for k, v in shared_s.items()},
             "ms_per_callback": per_callback(shared_s, total),
@@ -218,11 +218,17 @@ def summarise(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         versions[name]["ratio"] = {
             c: round(mine[c] / first[c], 3) if first[c] else None for c in columns
         }
-    shared_names = list(rounds[0]["shared"]["ms_per_callback"])
+    shared_names = list(rounds[0]["shared_by_all"]["ms_per_callback"])
     shared = {
-        c: _median([rd["shared"]["ms_per_callback"][c] for rd in rounds]) for c in shared_names
+        c: _median([rd["shared_by_all"]["ms_per_callback"][c] for rd in rounds])
+        for c in shared_names
     }
-    return {"baseline": names[0], "rounds": len(rounds), "versions": versions, "shared": shared}
+    return {
+        "baseline": names[0],
+        "rounds": len(rounds),
+        "versions": versions,
+        "shared_by_all": shared,
+    }
 
 
 def _cell(value: float | None, digits: int) -> str:
@@ -255,7 +261,7 @@ def table(summary: Mapping[str, Any]) -> list[str]:
             lines.append(
                 f"{label:<14}" + "".join(f"{_cell(v['ratio'][c], 2):>12}" for c in columns)
             )
-    shared = summary["shared"]
+    shared = summary["shared_by_all"]
     lines.append(
         "shared by all versions (and anything else on the machine), per callback of all of "
         "them: " + ", ".join(f"{k} {_cell(v, 3)} ms" for k, v in shared.items())
@@ -494,7 +500,7 @@ def _print_round(record: Mapping[str, Any]) -> None:
             + ", ".join(f"{c} {ms[c]:.3f}" for c in (*COMPONENTS, "sum")),
             flush=True,
         )
-    shared = record["shared"]["ms_per_callback"]
+    shared = record["shared_by_all"]["ms_per_callback"]
     print(
         f"round {record['round']} {'shared':>10}: "
         + ", ".join(f"{c} {v:.3f}" for c, v in shared.items() if c != "sum")
