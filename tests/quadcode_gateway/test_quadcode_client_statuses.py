@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -300,6 +301,22 @@ async def test_timeouts_exhausted_raise_gateway_unavailable_outcome_unknown(
     with pytest.raises(GatewayUnavailable) as excinfo:
         await make_client(request_timeout=0.3).allowed_countries()
     assert excinfo.value.outcome_unknown is True
+
+
+async def test_a_request_in_flight_across_a_reset_is_not_recorded_after_it(
+    sim: SimulatorHooks, make_client: ClientFactory
+) -> None:
+    # The simulator is shared by the session: a delayed answer whose client gave up finishes
+    # after the next test's reset, and must not show up among that test's exchanges.
+    await sim.force(delay=0.6, path="/allowed-countries")
+    client = make_client(request_timeout=0.1, retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(GatewayUnavailable):
+        await client.allowed_countries()
+    await sim.reset()
+    await asyncio.sleep(0.8)  # the held request has been answered by now
+    assert await sim.exchanges() == []
+    await client.allowed_countries()
+    assert [e["status"] for e in await sim.exchanges()] == [200]
 
 
 async def test_connection_refused_raises_gateway_unavailable_nothing_sent(

@@ -332,7 +332,12 @@ async def test_the_replay_really_checks(
     client = make_client()
     await client.create_customer(ANNA)
     await attempt(client.create_login_url("anna-9", USD, US))
-    created, restricted = await sim.exchanges()
+    exchanges = await sim.exchanges()
+    assert [(e["path"], e["status"]) for e in exchanges] == [
+        (PATHS["customers"], 201),
+        (PATHS["session"].format(customer_id="anna-9"), 451),
+    ]
+    created, restricted = exchanges
     tampered_answer = {**restricted, "response_body": '{"error": "because", "message": "no"}'}
     tampered_request = {**created, "request_body": orjson.dumps({"customer_id": "x"}).decode()}
     tampered_success = {**restricted, "status": 201, "response_body": '{"link": "x"}'}

@@ -75,16 +75,24 @@ def _record(request: web.Request, request_body: bytes, response: web.StreamRespo
 
 @web.middleware
 async def record_exchange(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Record gateway request/response pairs (bounded ring buffer)."""
+    """Record gateway request/response pairs (bounded ring buffer).
+
+    Only requests that arrived since the last reset are recorded: one still held by a forced delay
+    when its client gave up and the next test reset the simulator belongs to the earlier test.
+    """
     if not request.path.startswith(GATEWAY_PREFIX):
         return await handler(request)
+    state = request.app[STATE]
+    generation = state.generation
     request_body = await request.read()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        _record(request, request_body, exc)
+        if state.generation == generation:
+            _record(request, request_body, exc)
         raise
-    _record(request, request_body, response)
+    if state.generation == generation:
+        _record(request, request_body, response)
     return response
 
 

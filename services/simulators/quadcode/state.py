@@ -138,6 +138,9 @@ class SimulatorState:
         self.login_tokens: dict[str, LoginToken] = {}
         self.forced: list[ForcedResponse] = []
         self.exchanges: deque[dict[str, object]] = deque(maxlen=MAX_RECORDED_EXCHANGES)
+        # Bumped by every reset: a request still in flight across a reset (one held by a forced
+        # delay after its client gave up) is not recorded into the next test's exchanges.
+        self.generation = 0
         self.limiter = RateLimiter()
 
     def reset(self) -> None:
@@ -147,6 +150,7 @@ class SimulatorState:
         self.login_tokens.clear()
         self.forced.clear()
         self.exchanges.clear()
+        self.generation += 1
         self.limiter.clear()
 
     def take_forced(self, method: str, path: str) -> ForcedResponse | None:
