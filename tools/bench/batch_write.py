@@ -19,6 +19,10 @@ Printed per size and store, medians over the rounds:
 The old store comes from a worktree: ``git worktree add --detach /tmp/old HEAD`` then
 ``--baseline /tmp/old/services/ledger/store.py``. Without ``--baseline`` only this build is
 measured. The scratch databases are dropped at the end. Keep runs short on a shared machine.
+
+``--without outcomes facts`` adds a third store: this build's, with those rows (the idempotency
+records, the outbox's facts) left out of every batch, neither encoded nor written. It answers
+issue 14's "fewer rows per callback" before anyone builds it: what those rows cost at most.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ class Subject:
     rows_cpu: dict[int, list[float]] = field(default_factory=dict)
     apply_cpu: dict[int, list[float]] = field(default_factory=dict)
     server_cpu: dict[int, float] = field(default_factory=dict)
+    # Row kinds left out of every batch (``--without``): what writing them costs.
+    without: tuple[str, ...] = ()
 
     async def open(self, definitions: bool) -> None:
         admin = await asyncpg.connect(ADMIN_DSN)
@@ -129,6 +135,8 @@ class Subject:
         self.cursor.outbox_seq = seq
         rows.add_cursor(self.cursor, end)
         rows_cpu += time.process_time() - started
+        for kind in self.without:
+            getattr(rows, kind).clear()
         backend = self.conn.get_server_pid()
         server_before = cpu_seconds(backend)
         cpu_before = time.process_time()
@@ -173,6 +181,11 @@ async def run(args: argparse.Namespace) -> None:
     if args.baseline:
         subjects.append(Subject("baseline", load_store(args.baseline), f"bench_batch_a_{tag}"))
     subjects.append(Subject("this build", current_store, f"bench_batch_b_{tag}"))
+    if args.without:
+        label = "without " + ",".join(args.without)
+        subjects.append(
+            Subject(label, current_store, f"bench_batch_c_{tag}", without=tuple(args.without))
+        )
     try:
         for subject in subjects:
             await subject.open(definitions=subject.store is current_store)
@@ -196,15 +209,16 @@ async def run(args: argparse.Namespace) -> None:
                     subject.rows_cpu.setdefault(size, []).append(rows_cpu / size * 1e6)
                     subject.apply_cpu.setdefault(size, []).append(apply_cpu / size * 1e6)
                     subject.server_cpu[size] += server
+        width = max(len(s.label) for s in subjects)
         print(
-            f"{'batch':>5}  {'store':<10}  {'write ms':>8}  {'rows µs/cmd':>11}  "
+            f"{'batch':>5}  {'store':<{width}}  {'write ms':>8}  {'rows µs/cmd':>11}  "
             f"{'apply µs/cmd':>12}  {'server µs/cmd':>13}"
         )
         for size in args.sizes:
             for s in subjects:
                 server = s.server_cpu[size] / (size * args.rounds) * 1e6
                 print(
-                    f"{size:>5}  {s.label:<10}  {statistics.median(s.write_ms[size]):>8.2f}  "
+                    f"{size:>5}  {s.label:<{width}}  {statistics.median(s.write_ms[size]):>8.2f}  "
                     f"{statistics.median(s.rows_cpu[size]):>11.1f}  "
                     f"{statistics.median(s.apply_cpu[size]):>12.1f}  {server:>13.1f}"
                 )
@@ -219,6 +233,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--customers", type=int, default=100)
+    parser.add_argument(
+        "--without",
+        nargs="+",
+        choices=("outcomes", "facts"),
+        help="also measure this build with these rows left out of every batch (its database "
+        "then holds a ledger that is not whole: a measurement of what the rows cost, no more)",
+    )
     asyncio.run(run(parser.parse_args()))
 
 
