@@ -68,12 +68,18 @@ class Incoming(NamedTuple):
     key: Key
 
 
+# Why a command was refused before deciding it, for the writer's metrics.
+TEXT, DATABASE, RANGE, UNDECIDABLE = "text", "database", "range", "undecidable"
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A command found to be one Postgres always refuses: answered ``command_refused``."""
+    """A command found to be one Postgres always refuses, or one ``decide`` failed on:
+    answered ``command_refused``."""
 
     reason: str
     record: bool = True  # store the answer (unless storing it is what fails)
+    cause: str = DATABASE  # or UNDECIDABLE
 
 
 class Undecidable(Exception):
@@ -84,10 +90,6 @@ class Undecidable(Exception):
         super().__init__(f"command at {position} could not be decided: {cause!r}")
         self.position = position
         self.cause = cause
-
-
-# Why a command was refused before deciding it, for the writer's metrics.
-TEXT, DATABASE, RANGE = "text", "database", "range"
 
 
 @dataclass(slots=True)
@@ -103,7 +105,7 @@ class BatchPlan:
     # Commands (indexes) whose answer stores nothing and was decided without a prior.
     to_verify: list[int] = field(default_factory=list)
     # Commands answered command_refused (copied to the dead-letter topic), and refusals made
-    # before deciding, by cause (TEXT, DATABASE, RANGE).
+    # before deciding, by cause (TEXT, DATABASE, RANGE, UNDECIDABLE).
     refused: list[int] = field(default_factory=list)
     refused_by: list[str] = field(default_factory=list)
 
@@ -209,7 +211,7 @@ def _decide_one(
         return refuse(problem, record=False), prior
     refusal = refusals.get(position)
     if refusal is not None and prior is None:
-        plan.refused_by.append(DATABASE)
+        plan.refused_by.append(refusal.cause)
         return refuse(refusal.reason, record=refusal.record), None
     decision = decide(state, cmd, prior)
     problem = out_of_range(decision)

@@ -52,6 +52,7 @@ from ledger_core.commands import (
 )
 from ledger_core.decide import Decision, StoredOutcome
 from ledger_core.plan import (
+    UNDECIDABLE,
     BatchPlan,
     Incoming,
     Key,
@@ -520,7 +521,7 @@ class Writer(ConsumerRebalanceListener):  # type: ignore[misc]
             except Undecidable as exc:
                 log.exception("command_not_decided", position=exc.position)  # with the cause
                 self.refusals[exc.position] = Refusal(
-                    f"it could not be decided ({type(exc.cause).__name__})"
+                    f"it could not be decided ({type(exc.cause).__name__})", cause=UNDECIDABLE
                 )
                 return True  # refused when it is taken again
             self._count(plan)

@@ -31,6 +31,7 @@ from ledger_core.plan import (
     DATABASE,
     RANGE,
     TEXT,
+    UNDECIDABLE,
     BatchPlan,
     Incoming,
     Key,
@@ -352,6 +353,20 @@ def test_a_refusal_not_to_record_stores_nothing() -> None:
     assert error(decision) == "command_refused" and not decision.record
     assert (found.refused, found.refused_by, found.to_verify) == ([0], [DATABASE], [])
     assert (found.rows.outcomes, found.outcomes) == ([], {})
+
+
+def test_a_refusal_of_a_command_decide_failed_on_is_counted_as_undecidable() -> None:
+    ann = memory(1, "ann", next_offset=10, outbox_seq=20)
+
+    found, _ = plan(
+        {1: ann},
+        [at(1, 10, money("debit", "ann", "t1", "1.00"))],
+        refusals={(1, 10): Refusal("it could not be decided (KeyError)", cause=UNDECIDABLE)},
+    )
+
+    (decision,) = found.decisions
+    assert error(decision) == "command_refused" and decision.record
+    assert (found.refused, found.refused_by) == ([0], [UNDECIDABLE])
 
 
 def test_an_amount_beyond_the_columns_is_refused_and_stored() -> None:
