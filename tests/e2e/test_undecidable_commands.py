@@ -73,7 +73,8 @@ async def test_an_undecidable_command_is_refused_once_and_its_neighbours_are_app
     bad = credit(customer, balance, "undecidable, by the test's fault")
     good = [credit(customer, balance, f"good {i}") for i in range(3)]
 
-    # In one go, so the bad command shares its batch with good ones.
+    # Sent together, so the bad command most likely shares a batch with good ones (the test
+    # holds either way: the neighbours are applied whether or not they were in its batch).
     answers = await asyncio.gather(*(operator.send(c) for c in [good[0], bad, *good[1:]]))
     again = await operator.send(bad)
 
