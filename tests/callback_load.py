@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -123,6 +124,17 @@ class CallbackLoad:
         async with asyncio.timeout(timeout):
             while self.answered < count:
                 await asyncio.sleep(0.01)
+
+
+async def paused_ledger(stack: Stack, sends: list[Awaitable[Answer]]) -> list[Answer]:
+    """Send commands while the writer is stopped, so they reach it as one batch."""
+    stack.ledger.signal(signal.SIGSTOP)
+    try:
+        tasks = [asyncio.ensure_future(s) for s in sends]
+        await asyncio.sleep(1.0)  # every command is in Kafka before the writer wakes up
+    finally:
+        stack.ledger.signal(signal.SIGCONT)
+    return list(await asyncio.gather(*tasks))
 
 
 async def count_entries(stack: Stack, request_ids: list[str]) -> dict[str, int]:

@@ -9,7 +9,6 @@ writer's idempotency paths with an outcome cache of one entry and no verify wind
 from __future__ import annotations
 
 import asyncio
-import signal
 import statistics
 import time
 import uuid
@@ -20,7 +19,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from callback_load import Call, call_until_definitive, count_entries, settled_audit
+from callback_load import Call, call_until_definitive, count_entries, paused_ledger, settled_audit
 from ledger_core.commands import MoneyCommand
 from wallet_clients import Answer, Operator, Wallet
 from wallet_platform import topics
@@ -83,17 +82,6 @@ async def metric(http: aiohttp.ClientSession, stack: Stack, name: str) -> float:
 
 def takeovers(stack: Stack) -> int:
     return stack.ledger.log_path.read_text().count('"partition_taken"')
-
-
-async def paused_ledger(stack: Stack, sends: list[Awaitable[Answer]]) -> list[Answer]:
-    """Send commands while the writer is stopped, so they reach it as one batch."""
-    stack.ledger.signal(signal.SIGSTOP)
-    try:
-        tasks = [asyncio.ensure_future(s) for s in sends]
-        await asyncio.sleep(1.0)  # every command is in Kafka before the writer wakes up
-    finally:
-        stack.ledger.signal(signal.SIGCONT)
-    return list(await asyncio.gather(*tasks))
 
 
 async def dead_letters(stack: Stack) -> list[dict[str, bytes]]:
