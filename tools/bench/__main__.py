@@ -314,10 +314,14 @@ async def run(args: argparse.Namespace) -> int:
     )
     await stack.create()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    if {"open-poison", "open-control"} & set(scenarios):
-        # For every scenario of the run, so a clean run beside it compares like with like.
-        await poison.install_trigger(stack.dsn)
-    await stack.start()
+    try:
+        if {"open-poison", "open-control"} & set(scenarios):
+            # For every scenario of the run, so a clean run beside it compares like with like.
+            await poison.install_trigger(stack.dsn)
+        await stack.start()  # stops what it started if a service does not come up
+    except BaseException:
+        await stack.drop()
+        raise
     report: dict[str, Any] = {
         "started": stamp,
         "label": args.label,

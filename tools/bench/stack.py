@@ -168,8 +168,14 @@ class BenchStack:
                 self.procs.append(Proc(name, port, env, self.workdir / f"{name}.log"))
         for proc in self.procs:
             proc.start()
-        for proc in self.procs:
-            await wait_ready(proc)
+        try:
+            for proc in self.procs:
+                await wait_ready(proc)
+        except BaseException:
+            # One that did not come up (a bad setting, a port taken): stop the others, which
+            # would otherwise run on, unowned, and load every later measurement.
+            self.stop()
+            raise
         # Every writer must own partitions before the load starts (group rebalance settled).
         await asyncio.sleep(1.0 if self.writers == 1 else 4.0)
 
