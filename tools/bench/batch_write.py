@@ -206,8 +206,9 @@ async def run(args: argparse.Namespace) -> None:
                     if round_ == 0:
                         continue
                     subject.write_ms.setdefault(size, []).append(wall * 1000)
-                    subject.rows_cpu.setdefault(size, []).append(rows_cpu / size * 1e6)
-                    subject.apply_cpu.setdefault(size, []).append(apply_cpu / size * 1e6)
+                    per = max(size, 1)  # size 0: per call
+                    subject.rows_cpu.setdefault(size, []).append(rows_cpu / per * 1e6)
+                    subject.apply_cpu.setdefault(size, []).append(apply_cpu / per * 1e6)
                     subject.server_cpu[size] += server
         width = max(len(s.label) for s in subjects)
         print(
@@ -216,7 +217,7 @@ async def run(args: argparse.Namespace) -> None:
         )
         for size in args.sizes:
             for s in subjects:
-                server = s.server_cpu[size] / (size * args.rounds) * 1e6
+                server = s.server_cpu[size] / (max(size, 1) * args.rounds) * 1e6
                 print(
                     f"{size:>5}  {s.label:<{width}}  {statistics.median(s.write_ms[size]):>8.2f}  "
                     f"{statistics.median(s.rows_cpu[size]):>11.1f}  "
@@ -230,7 +231,14 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.batch_write", description=__doc__)
     parser.add_argument("--baseline", help="an older ledger/store.py to compare against")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[10, 50, 200],
+        help="debits per batch; 0 writes batches that only move the partition's cursor (what a "
+        "call costs whatever it carries; its figures are per call)",
+    )
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--customers", type=int, default=100)
     parser.add_argument(
