@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -53,8 +54,13 @@ def _text(body: object) -> str:
     return body.decode("utf-8", "replace") if isinstance(body, bytes) else ""
 
 
-def _record(request: web.Request, request_body: bytes, response: web.StreamResponse) -> None:
-    request.app[STATE].exchanges.append(
+def _record(
+    exchanges: deque[dict[str, object]],
+    request: web.Request,
+    request_body: bytes,
+    response: web.StreamResponse,
+) -> None:
+    exchanges.append(
         {
             "method": request.method,
             "path": request.path,
@@ -82,17 +88,14 @@ async def record_exchange(request: web.Request, handler: Handler) -> web.StreamR
     """
     if not request.path.startswith(GATEWAY_PREFIX):
         return await handler(request)
-    state = request.app[STATE]
-    generation = state.generation
+    exchanges = request.app[STATE].exchanges  # the buffer of the request's arrival
     request_body = await request.read()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        if state.generation == generation:
-            _record(request, request_body, exc)
+        _record(exchanges, request, request_body, exc)
         raise
-    if state.generation == generation:
-        _record(request, request_body, response)
+    _record(exchanges, request, request_body, response)
     return response
 
 

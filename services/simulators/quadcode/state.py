@@ -138,9 +138,6 @@ class SimulatorState:
         self.login_tokens: dict[str, LoginToken] = {}
         self.forced: list[ForcedResponse] = []
         self.exchanges: deque[dict[str, object]] = deque(maxlen=MAX_RECORDED_EXCHANGES)
-        # Bumped by every reset: a request still in flight across a reset (one held by a forced
-        # delay after its client gave up) is not recorded into the next test's exchanges.
-        self.generation = 0
         self.limiter = RateLimiter()
 
     def reset(self) -> None:
@@ -149,8 +146,9 @@ class SimulatorState:
         self.customers.clear()
         self.login_tokens.clear()
         self.forced.clear()
-        self.exchanges.clear()
-        self.generation += 1
+        # A new buffer, not a cleared one: a request still in flight across the reset (held by a
+        # forced delay after its client gave up) records into the buffer of its own time.
+        self.exchanges = deque(maxlen=MAX_RECORDED_EXCHANGES)
         self.limiter.clear()
 
     def take_forced(self, method: str, path: str) -> ForcedResponse | None:
