@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from bench.procstat import cpu_seconds
+from bench.side_by_side import parse_wrk_output
 
 SERVERS = ("aiohttp", "httptools")
 BODY = orjson.dumps({"balance": "1000.00", "currency_code": "USD", "request_id": "r" * 24})
@@ -135,12 +136,10 @@ def _measure(kind: str, port: int, seconds: int, connections: int, script: Path)
     finally:
         server.terminate()
         server.wait(timeout=10)
-    requests = next(
-        int(line.split()[0]) for line in wrk.stdout.splitlines() if "requests in" in line
-    )
-    if "Non-2xx" in wrk.stdout or "Socket errors" in wrk.stdout:
+    run = parse_wrk_output(wrk.stdout)
+    if run.errors:
         raise SystemExit(f"the {kind} server answered badly:\n{wrk.stdout}")
-    return spent / requests * 1e6
+    return spent / run.requests * 1e6
 
 
 def main() -> None:
