@@ -24,8 +24,8 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
+from bench.__main__ import infra_groups
 from bench.procstat import cpu_seconds
 from wallet_platform.kafka import make_consumer, make_producer
 from wallet_platform.kafka_admin import delete_topics, ensure_topics
@@ -35,8 +35,6 @@ BOOTSTRAP = os.environ.get("WALLET_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
 PARTITIONS = 8
 # About a debit command as the edge encodes it.
 PAYLOAD = b'{"v":1,"type":"debit","customer_id":"c-0000","balance_id":"usd",' + b"x" * 180 + b"}"
-HOME = Path(os.environ.get("WALLET_HOME", Path(__file__).resolve().parents[2] / ".run"))
-KAFKA_PID_FILE = HOME / "kafka" / "kafka.pid"
 
 
 async def _produce(topic: str, rate: int, count: int, linger_ms: int, tick_ms: float) -> None:
@@ -88,13 +86,6 @@ async def _consume(topic: str, expected: int, min_bytes: int, max_wait_ms: int) 
     print(seen, time.process_time() - cpu, flush=True)
 
 
-def _broker_pid() -> int | None:
-    try:
-        return int(KAFKA_PID_FILE.read_text().split()[0])
-    except (OSError, ValueError):
-        return None
-
-
 def _start(role: str, topic: str, extra: list[str]) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.kafka_floor", "--role", role, "--topic", topic, *extra],
@@ -123,7 +114,8 @@ async def _run(args: argparse.Namespace) -> None:
             "produce", topic, ["--rate", str(args.rate), "--expect", str(expected), *linger]
         )
         started.append(producer)
-        broker = _broker_pid()
+        kafka = next((g for g in infra_groups() if g.name == "kafka"), None)
+        broker = kafka.pids[0] if kafka is not None else None
         broker_before = cpu_seconds(broker) if broker is not None else 0.0
         assert producer.stdin is not None
         producer.stdin.write("go\n")

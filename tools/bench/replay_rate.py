@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.procstat import Group
+from bench.__main__ import infra_groups
 from bench.stack import drop_database
 from ledger_core.commands import (
     Command,
@@ -41,7 +41,6 @@ from wallet_platform.config import CommonSettings, load_settings
 from wallet_platform.kafka import make_producer
 
 REPO = Path(__file__).resolve().parents[2]
-HOME = REPO / ".run"
 
 
 def command_log(count: int, customers: int, seed: int = 11) -> list[Command]:
@@ -85,18 +84,6 @@ async def produce(bootstrap: str, topic: str, log: list[Command]) -> float:
     return time.perf_counter() - started
 
 
-def infra() -> list[Group]:
-    """Postgres (postmaster and backends) and Kafka of ``make run``/the tests, if local."""
-    groups = []
-    kafka_pid = HOME / "kafka" / "kafka.pid"
-    if kafka_pid.exists():
-        groups.append(Group("kafka", [int(kafka_pid.read_text().split()[0])]))
-    pg_pid = HOME / "postgres" / "data" / "postmaster.pid"
-    if pg_pid.exists():
-        groups.append(Group("postgres", [int(pg_pid.read_text().split()[0])], with_children=True))
-    return groups
-
-
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -124,7 +111,7 @@ async def run(args: argparse.Namespace) -> int:
         ]  # fmt: skip
         if args.max_rate:
             command += ["--max-rate", str(args.max_rate)]
-        groups = infra()
+        groups = infra_groups()
         for group in groups:
             group.cpu_start = group.cpu()
         cpu_before, started = children_cpu(), time.perf_counter()
