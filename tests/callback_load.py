@@ -20,6 +20,7 @@ import aiohttp
 import asyncpg
 
 from ledger.audit import audit
+from ledger_core.commands import MoneyCommand
 from wallet_clients import Answer, Wallet
 from wallet_stack import Stack
 
@@ -124,6 +125,29 @@ class CallbackLoad:
         async with asyncio.timeout(timeout):
             while self.answered < count:
                 await asyncio.sleep(0.01)
+
+
+def credit(
+    customer: str, balance: str, comment: str, request_id: str | None = None
+) -> MoneyCommand:
+    """A credit of 1.00 USD, sent to ``ledger.commands`` as any producer could."""
+    return MoneyCommand(
+        "credit", customer, balance, request_id or uuid.uuid4().hex, "1.00", "USD", comment
+    )
+
+
+async def ledger_metric(
+    http: aiohttp.ClientSession, stack: Stack, name: str, label: str = ""
+) -> float:
+    """The sum of a ledger counter over its samples (only those with ``label``, e.g.
+    ``cause="undecidable"``, when given)."""
+    async with http.get(stack.ledger.url + "/metrics") as resp:
+        text = await resp.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#") and label in line
+    )
 
 
 async def paused_ledger(stack: Stack, sends: list[Awaitable[Answer]]) -> list[Answer]:

@@ -19,8 +19,15 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from callback_load import Call, call_until_definitive, count_entries, paused_ledger, settled_audit
-from ledger_core.commands import MoneyCommand
+from callback_load import (
+    Call,
+    call_until_definitive,
+    count_entries,
+    credit,
+    ledger_metric,
+    paused_ledger,
+    settled_audit,
+)
 from wallet_clients import Answer, Operator, Wallet
 from wallet_platform import topics
 from wallet_stack import Stack
@@ -61,25 +68,6 @@ async def refusing_database(stack: Stack) -> AsyncIterator[None]:
         await conn.close()
 
 
-def credit(
-    customer: str, balance: str, comment: str, request_id: str | None = None
-) -> MoneyCommand:
-    return MoneyCommand(
-        "credit", customer, balance, request_id or uuid.uuid4().hex, "1.00", "USD", comment
-    )
-
-
-async def metric(http: aiohttp.ClientSession, stack: Stack, name: str) -> float:
-    """The sum of a ledger counter over its labels."""
-    async with http.get(stack.ledger.url + "/metrics") as resp:
-        text = await resp.text()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
-
-
 def takeovers(stack: Stack) -> int:
     return stack.ledger.log_path.read_text().count('"partition_taken"')
 
@@ -109,14 +97,14 @@ async def test_an_old_request_after_the_verify_window_is_replayed_without_a_relo
     await operator.send(credit(customer, balance, "evicts the first from the cache"))
     taken, misses = (
         takeovers(stack),
-        await metric(http, stack, "ledger_stored_outcome_misses_total"),
+        await ledger_metric(http, stack, "ledger_stored_outcome_misses_total"),
     )
 
     again = await operator.send(credit(customer, balance, "first", "old-request"))
 
     assert (again.status, again.body) == (first.status, first.body)
     # Caught by the primary key and decided again with a look-up: no partition was reloaded.
-    assert await metric(http, stack, "ledger_stored_outcome_misses_total") == misses + 1
+    assert await ledger_metric(http, stack, "ledger_stored_outcome_misses_total") == misses + 1
     assert takeovers(stack) == taken
 
 
@@ -124,7 +112,10 @@ async def test_credit_with_a_nul_comment_is_refused_and_the_partition_moves_on(
     operator: Operator, http: aiohttp.ClientSession, stack: Stack
 ) -> None:
     customer, balance = await operator.customer_with_balance("USD", "10.00")
-    taken, failures = takeovers(stack), await metric(http, stack, "ledger_batch_failures_total")
+    taken, failures = (
+        takeovers(stack),
+        await ledger_metric(http, stack, "ledger_batch_failures_total"),
+    )
     poison = credit(customer, balance, "a\x00b")
 
     refused = await operator.send(poison)
@@ -137,7 +128,7 @@ async def test_credit_with_a_nul_comment_is_refused_and_the_partition_moves_on(
     assert after.status == 201 and after.json["balance_current_amount"] == "11.00"
     assert await count_entries(stack, [poison.request_id]) == {}
     # Refused before the database saw it: no batch failed, nothing was reloaded.
-    assert await metric(http, stack, "ledger_batch_failures_total") == failures
+    assert await ledger_metric(http, stack, "ledger_batch_failures_total") == failures
     assert takeovers(stack) == taken
     sources = [h.get("error", b"") for h in await dead_letters(stack)]
     assert any(b"NUL" in s for s in sources)

@@ -10,17 +10,17 @@ the test alone: a ``sitecustomize`` on the services' ``PYTHONPATH`` wraps
 from __future__ import annotations
 
 import os
-import uuid
 
 import aiohttp
 import pytest
 
-from callback_load import count_entries, paused_ledger
-from ledger_core.commands import MoneyCommand
+from callback_load import count_entries, credit, ledger_metric, paused_ledger
 from wallet_clients import Operator
 from wallet_stack import Stack
 
 pytestmark = pytest.mark.e2e
+
+REFUSED, UNDECIDABLE = "ledger_commands_refused_total", 'cause="undecidable"'
 
 FAULT = """
 import ledger_core.plan as plan
@@ -46,29 +46,11 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"PYTHONPATH": f"{fault}:{inherited}" if inherited else str(fault)}
 
 
-def credit(
-    customer: str, balance: str, comment: str, request_id: str | None = None
-) -> MoneyCommand:
-    return MoneyCommand(
-        "credit", customer, balance, request_id or uuid.uuid4().hex, "1.00", "USD", comment
-    )
-
-
-async def refused_count(http: aiohttp.ClientSession, stack: Stack) -> float:
-    async with http.get(stack.ledger.url + "/metrics") as resp:
-        text = await resp.text()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("ledger_commands_refused_total{") and 'cause="undecidable"' in line
-    )
-
-
 async def test_an_undecidable_command_is_refused_once_and_its_neighbours_are_applied(
     operator: Operator, http: aiohttp.ClientSession, stack: Stack
 ) -> None:
     customer, balance = await operator.customer_with_balance("USD", "10.00")
-    before = await refused_count(http, stack)
+    before = await ledger_metric(http, stack, REFUSED, UNDECIDABLE)
     bad = credit(customer, balance, "undecidable, by the test's fault")
     good = [credit(customer, balance, f"good {i}") for i in range(3)]
 
@@ -87,7 +69,7 @@ async def test_an_undecidable_command_is_refused_once_and_its_neighbours_are_app
     assert await count_entries(stack, [c.request_id for c in good]) == {
         c.request_id: 1 for c in good
     }
-    assert await refused_count(http, stack) == before + 1
+    assert await ledger_metric(http, stack, REFUSED, UNDECIDABLE) == before + 1
     log = stack.ledger.log_path.read_text()
     assert '"command_not_decided"' in log and "a fault put in by the test" in log
 
